@@ -1,0 +1,55 @@
+"""Command-line conventions shared by every script: common flags and one-line user errors.
+
+Every script's entry point is `run_cli(main)`. A `UserError` raised anywhere below it (a missing
+model, an empty text file, an unknown method) ends the program with one line on stderr that names
+the problem and the fix, and exit code 2 - never a traceback for something the user can correct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+USER_ERROR_EXIT_CODE = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, reported as a single line."""
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a script's `main`, turning `UserError` into one line on stderr and a non-zero exit."""
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device`, `--dtype` and `--seed`, with the toolkit-wide defaults."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (best GPU by free memory, then MPS, then CPU), cuda, cuda:N, mps or cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="auto = bf16 on CUDA, fp16 on MPS, fp32 on CPU")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--outdir`, `--output-root` and `--force`."""
+    parser.add_argument("--outdir", default=None,
+                        help="output folder (default: derived from the model names under --output-root)")
+    parser.add_argument("--output-root", default="outputs", help="root of all results (default outputs/)")
+    parser.add_argument("--force", action="store_true", help="recompute even if the outputs exist")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value

@@ -1,0 +1,87 @@
+"""Loading models and tokenizers the same way for a hub id and a local folder.
+
+`load_model("EleutherAI/deep-ignorance-unfiltered")` and `load_model("models/toy-base-s42")` take
+exactly the same path (`from_pretrained`); only the name differs. A name that is neither an existing
+folder nor loadable from the hub ends in one `UserError` line instead of a transformers traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from brittle.cli import UserError
+from brittle.runtime import resolve_device, resolve_dtype
+
+
+def looks_like_local_path(name: str) -> bool:
+    """True for names that can only mean a folder (absolute, ./, ../, ~, or more than one '/')."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+
+
+def check_model_reference(name: str) -> None:
+    """Fail early, in one line, for a model that is plainly not there.
+
+    An existing folder must hold a `config.json`; a name that can only be a path must exist. Other
+    names are hub ids whose availability `from_pretrained` decides (see `load_model`).
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"model folder {name} has no config.json; is it a Hugging Face model folder?")
+    elif looks_like_local_path(name) or path.exists():
+        raise UserError(f"model {name} not found: no such folder. Check the path, or build the toy "
+                        "organism with `PRESET=toy ./experiment/pipeline.sh`")
+
+
+def model_load_error(name: str, error: Exception) -> UserError:
+    """A one-line explanation of why `name` could not be loaded."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"could not load model {name}: it is not a local folder and the Hugging Face hub "
+                     f"could not provide it ({reason}). Check the name or path, or your network/HF_TOKEN")
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token (the EOS token when the model has none)."""
+    check_model_reference(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise model_load_error(name, error) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, device: str = "auto", dtype: str = "auto") -> PreTrainedModel:
+    """A causal LM in eval mode on the requested device and dtype.
+
+    With `--device auto` and CUDA available, `device_map="auto"` lets accelerate place (and if need
+    be shard) the model over the visible GPUs; otherwise the model is moved to the resolved device.
+    """
+    check_model_reference(name)
+    resolved_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, resolved_device)
+    use_device_map = device == "auto" and resolved_device.startswith("cuda")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=torch_dtype, device_map="auto" if use_device_map else None)
+    except (OSError, ValueError) as error:
+        raise model_load_error(name, error) from error
+    if not use_device_map:
+        model.to(resolved_device)
+    model.eval()
+    return model
+
+
+def load_model_and_tokenizer(name: str, device: str = "auto",
+                             dtype: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`load_model` and `load_tokenizer` together."""
+    return load_model(name, device, dtype), load_tokenizer(name)
+
+
+def input_device(model: PreTrainedModel) -> torch.device:
+    """Where the model's inputs must live (its input embeddings' device, even when sharded)."""
+    return model.get_input_embeddings().weight.device

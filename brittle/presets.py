@@ -1,0 +1,112 @@
+"""The two worlds: real deep-ignorance runs and the toy organism, as named presets.
+
+A preset holds only *names and defaults* - which models, which text files, which evaluation tasks,
+which layers and learning rates suit the model's size. Everything else is the same code path.
+
+    PRESET=toy ./experiment/pipeline.sh     # the organism, offline, CPU, minutes
+    ./experiment/pipeline.sh                # the real 6.9B deep-ignorance models (PRESET=real)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from brittle.cli import UserError
+
+TOY_DATA_DIR = "data/toy"
+TOY_MODELS_DIR = "models"
+REAL_TASKS_DIR = "experiment/tasks"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model names, data paths, evaluation tasks and hyperparameter defaults of one world."""
+
+    name: str
+    # The models of the study (Experimental Pipeline table).
+    base: str  # trained on everything
+    filtered: str  # trained with the forget domain removed before training
+    pretrain: str  # base's pretraining-stage checkpoint (COMP3)
+    unlearned: str  # base + post-hoc unlearning (default CB-LAT); "" = make it with run_unlearn.sh
+    cb: str  # base + circuit breakers only (COMP4-6); "" = make it with run_unlearn.sh
+    # Text (one per line) and multiple-choice questions (JSONL: question, choices, answer).
+    forget_text: str
+    retain_text: str
+    forget_questions: str
+    forget_questions_t: str  # the half the relearning attack trains on
+    forget_questions_v: str  # the held-out half it is measured on
+    # Step 0 evaluation through lm-evaluation-harness.
+    eval_tasks: tuple[str, ...]
+    eval_include_paths: tuple[str, ...]  # folders of local task YAMLs
+    forget_task: str  # the task that measures forget-domain knowledge
+    retain_task: str  # the task that measures general capability
+    mmlu_limit: int | None  # MMLU questions, spread over its 57 subjects (None = all)
+    # Unlearning defaults that differ from the seed's (keyed by flag name, e.g. "lr").
+    unlearn_defaults: dict[str, str] = field(default_factory=dict)
+
+
+def toy_model_path(role: str, seed: int) -> str:
+    """Folder of one organism model, e.g. `models/toy-base-s42`."""
+    return f"{TOY_MODELS_DIR}/toy-{role}-s{seed}"
+
+
+def toy_preset(seed: int) -> Preset:
+    """The organism: tiny GPT-NeoX models trained here on invented facts (see brittle.organism)."""
+    questions = f"{TOY_DATA_DIR}/questions"
+    return Preset(
+        name="toy",
+        base=toy_model_path("base", seed),
+        filtered=toy_model_path("filtered", seed),
+        pretrain=toy_model_path("base-midtrain", seed),
+        unlearned="",
+        cb="",
+        forget_text=f"{TOY_DATA_DIR}/forget.txt",
+        retain_text=f"{TOY_DATA_DIR}/retain.txt",
+        forget_questions=f"{questions}/forget.jsonl",
+        forget_questions_t=f"{questions}/forget_t.jsonl",
+        forget_questions_v=f"{questions}/forget_v.jsonl",
+        eval_tasks=("toy_forget_mcq", "toy_forget_mcq_t", "toy_forget_mcq_v", "toy_retain_mcq"),
+        eval_include_paths=(f"{TOY_DATA_DIR}/tasks",),
+        forget_task="toy_forget_mcq",
+        retain_task="toy_retain_mcq",
+        mmlu_limit=None,
+        unlearn_defaults={"layer_id": "1,2", "lr": "1e-4", "max_length": "64"},
+    )
+
+
+def real_preset(seed: int) -> Preset:
+    """The deep-ignorance study: 6.9B GPT-NeoX models, WMDP-Bio, WikiText-2, MMLU (needs the hub)."""
+    del seed  # the released models are fixed; the seed only affects what the scripts do with them
+    return Preset(
+        name="real",
+        base="EleutherAI/deep-ignorance-unfiltered",
+        filtered="EleutherAI/deep-ignorance-e2e-strong-filter",
+        pretrain="EleutherAI/deep-ignorance-pretraining-stage-unfiltered",
+        unlearned="EleutherAI/deep-ignorance-unfiltered-cb-lat",
+        cb="EleutherAI/deep-ignorance-unfiltered-cb",
+        forget_text="data/forget.txt",
+        retain_text="data/retain.txt",
+        forget_questions="data/questions/forget.jsonl",
+        forget_questions_t="data/questions/forget_t.jsonl",
+        forget_questions_v="data/questions/forget_v.jsonl",
+        eval_tasks=("mmlu", "wikitext", "wmdp_bio", "wmdp_bio_cloze"),
+        eval_include_paths=(REAL_TASKS_DIR, "data/tasks"),
+        forget_task="wmdp_bio",
+        retain_task="mmlu",
+        mmlu_limit=1000,
+    )
+
+
+PRESETS = {"toy": toy_preset, "real": real_preset}
+
+
+def get_preset(name: str = "real", seed: int = 42) -> Preset:
+    """The named preset ("real" or "toy") for `seed`."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name](seed)
+
+
+def preset_as_dict(preset: Preset) -> dict:
+    """The preset as plain data (for logs and run metadata)."""
+    return asdict(preset)

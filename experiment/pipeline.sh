@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The experiment driver: every diagnostic, for every model and comparison, skipping finished steps.
+#
+#   PRESET=toy ./experiment/pipeline.sh      # the toy organism: offline, CPU, minutes
+#   ./experiment/pipeline.sh                 # the real deep-ignorance models (PRESET=real)
+#   ./experiment/pipeline.sh --force         # recompute every step
+#
+# Settings (environment variables):
+#   PRESET        real (default) or toy: model names, data paths, eval tasks, defaults (brittle/presets.py)
+#   SEED          seed of the organism and of every step (default 42)
+#   BASE, FILTERED, UNLEARNED, PRETRAIN, CB_MODEL
+#                 override the preset's models (hub ids or local folders)
+#   OUTPUT_ROOT   where results go (default outputs/)
+#   DEVICE, DTYPE passed to every step (default auto, auto)
+#
+# Per-model steps run once per model (outputs/<model>/<step>/); pairwise steps once per
+# comparison (outputs/<model_a>__to__<model_b>/<step>/), always with Base as the reference.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PRESET=${PRESET:-real}
+SEED=${SEED:-42}
+OUTPUT_ROOT=${OUTPUT_ROOT:-outputs}
+DEVICE=${DEVICE:-auto}
+DTYPE=${DTYPE:-auto}
+FORCE=()
+for argument in "$@"; do
+    case $argument in
+        --force) FORCE=(--force) ;;
+        *) echo "error: unknown argument '$argument'; the only argument is --force (settings are environment variables)" >&2
+           exit 2 ;;
+    esac
+done
+case $PRESET in
+    real) ;;
+    toy) export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ;;  # the organism never needs the hub
+    *) echo "error: unknown PRESET '$PRESET'; use real or toy" >&2; exit 2 ;;
+esac
+
+# The preset's models and data, unless already set in the environment.
+eval "$(uv run --quiet experiment/plan.py preset --preset "$PRESET" --seed "$SEED")"
+
+RAN=()
+SKIPPED=()
+START_SECONDS=$SECONDS
+
+# run_step LABEL COMMAND...: run one step, recording it in the summary.
+run_step() {
+    local label=$1
+    shift
+    echo
+    echo "==> $label"
+    local step_start=$SECONDS
+    "$@"
+    RAN+=("$label ($((SECONDS - step_start)) s)")
+}
+
+# step_done STEP MODEL [MODEL_B]: true when the step's output folder exists (and no --force).
+step_done() {
+    local step=$1 model=$2 model_b=${3:-}
+    [[ ${#FORCE[@]} -eq 0 ]] || return 1
+    uv run --quiet experiment/plan.py done --step "$step" --model "$model" ${model_b:+--model-b "$model_b"} \
+        --output-root "$OUTPUT_ROOT"
+}
+
+# per_model_step STEP MODEL SCRIPT [ARGS...]: a step that studies one model.
+per_model_step() {
+    local step=$1 model=$2 script=$3
+    shift 3
+    if step_done "$step" "$model"; then
+        SKIPPED+=("$step: $model")
+        return
+    fi
+    run_step "$step: $model" uv run "$script" --model "$model" --output-root "$OUTPUT_ROOT" \
+        --device "$DEVICE" --dtype "$DTYPE" --seed "$SEED" "${FORCE[@]}" "$@"
+}
+
+# pairwise_step STEP MODEL_A MODEL_B SCRIPT [ARGS...]: a step that compares model B with model A.
+pairwise_step() {
+    local step=$1 model_a=$2 model_b=$3 script=$4
+    shift 4
+    if step_done "$step" "$model_a" "$model_b"; then
+        SKIPPED+=("$step: $model_a -> $model_b")
+        return
+    fi
+    run_step "$step: $model_a -> $model_b" uv run "$script" --model-a "$model_a" --model-b "$model_b" \
+        --output-root "$OUTPUT_ROOT" --device "$DEVICE" --dtype "$DTYPE" --seed "$SEED" "${FORCE[@]}" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Preparation: the organism's data and models (toy preset only; real models come from the hub).
+# ---------------------------------------------------------------------------------------------
+if [[ $PRESET == toy ]]; then
+    if [[ -d data/toy && ${#FORCE[@]} -eq 0 ]]; then
+        SKIPPED+=("toy data")
+    else
+        run_step "toy data" uv run create_datasets.py --preset toy "${FORCE[@]}"
+    fi
+    if [[ -d $BASE && -d $FILTERED && -d $PRETRAIN && ${#FORCE[@]} -eq 0 ]]; then
+        SKIPPED+=("toy organism (seed $SEED)")
+    else
+        run_step "toy organism (seed $SEED)" uv run experiment/build_organism.py --seed "$SEED" "${FORCE[@]}"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The models and comparisons under study.
+# ---------------------------------------------------------------------------------------------
+MODELS=("$BASE" "$FILTERED")
+COMPARISONS=("$BASE|$FILTERED")  # COMP1: Base -> Filtered (what does genuine ignorance look like?)
+if [[ -n $UNLEARNED ]]; then
+    MODELS+=("$UNLEARNED")
+    COMPARISONS+=("$BASE|$UNLEARNED")  # COMP2: Base -> Unlearned (what does post-hoc unlearning look like?)
+fi
+
+# The steps. Each later diagnostic adds one line to one of these two functions.
+per_model_steps() {
+    local model=$1
+    per_model_step evals "$model" experiment/eval.py --preset "$PRESET"  # Step 0
+}
+
+pairwise_steps() {
+    local model_a=$1 model_b=$2
+    :  # Steps 1-4 and 7-12 go here: pairwise_step <folder> "$model_a" "$model_b" <script> [args]
+}
+
+for model in "${MODELS[@]}"; do
+    per_model_steps "$model"
+done
+for comparison in "${COMPARISONS[@]}"; do
+    pairwise_steps "${comparison%%|*}" "${comparison##*|}"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------------------------
+echo
+echo "==> Pipeline finished in $((SECONDS - START_SECONDS)) s (PRESET=$PRESET, SEED=$SEED)"
+echo "Ran ${#RAN[@]} step(s):"
+for entry in "${RAN[@]+"${RAN[@]}"}"; do echo "  - $entry"; done
+echo "Skipped ${#SKIPPED[@]} finished step(s) (pass --force to redo them):"
+for entry in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  - $entry"; done
+echo "Outputs: $OUTPUT_ROOT/<model>/<step>/ and $OUTPUT_ROOT/<model_a>__to__<model_b>/<step>/"
