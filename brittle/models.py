@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from brittle.cli import UserError
 from brittle.runtime import resolve_device, resolve_dtype
@@ -22,18 +22,23 @@ def looks_like_local_path(name: str) -> bool:
 
 
 def check_model_reference(name: str) -> None:
-    """Fail early, in one line, for a model that is plainly not there.
+    """Fail early, in one line, for a model that is not there - before any weights load.
 
-    An existing folder must hold a `config.json`; a name that can only be a path must exist. Other
-    names are hub ids whose availability `from_pretrained` decides (see `load_model`).
+    An existing folder must hold a `config.json`; a name that can only be a path must exist; any
+    other name is a hub id whose `config.json` (a few KB, then cached) must be obtainable.
     """
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
             raise UserError(f"model folder {name} has no config.json; is it a Hugging Face model folder?")
-    elif looks_like_local_path(name) or path.exists():
+        return
+    if looks_like_local_path(name) or path.exists():
         raise UserError(f"model {name} not found: no such folder. Check the path, or build the toy "
                         "organism with `PRESET=toy ./experiment/pipeline.sh`")
+    try:
+        AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise model_load_error(name, error) from error
 
 
 def model_load_error(name: str, error: Exception) -> UserError:

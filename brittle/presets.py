@@ -10,12 +10,14 @@ which layers and learning rates suit the model's size. Everything else is the sa
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from brittle.cli import UserError
 
-TOY_DATA_DIR = "data/toy"
+REPOSITORY = Path(__file__).resolve().parents[1]
+TOY_DATA_DIR = "data/toy"  # relative paths are relative to the working directory (WORKDIR)
 TOY_MODELS_DIR = "models"
-REAL_TASKS_DIR = "experiment/tasks"
+REAL_TASKS_DIR = str(REPOSITORY / "experiment" / "tasks")  # task YAMLs that ship with the code
 
 
 @dataclass(frozen=True)

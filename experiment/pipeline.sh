@@ -12,11 +12,15 @@
 #                 override the preset's models (hub ids or local folders)
 #   OUTPUT_ROOT   where results go (default outputs/)
 #   DEVICE, DTYPE passed to every step (default auto, auto)
+#   STEPS         only run these steps, by output folder name (e.g. STEPS="evals"); default all
+#   WORKDIR       where data/, models/ and outputs/ live (default: the repository root)
 #
 # Per-model steps run once per model (outputs/<model>/<step>/); pairwise steps once per
 # comparison (outputs/<model_a>__to__<model_b>/<step>/), always with Base as the reference.
+# --force recomputes the steps; the toy data and organism are inputs, rebuilt only when missing.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "${WORKDIR:-$REPO}"
 
 PRESET=${PRESET:-real}
 SEED=${SEED:-42}
@@ -38,7 +42,7 @@ case $PRESET in
 esac
 
 # The preset's models and data, unless already set in the environment.
-eval "$(uv run --quiet experiment/plan.py preset --preset "$PRESET" --seed "$SEED")"
+eval "$(uv run --quiet "$REPO/experiment/plan.py" preset --preset "$PRESET" --seed "$SEED")"
 
 RAN=()
 SKIPPED=()
@@ -55,11 +59,13 @@ run_step() {
     RAN+=("$label ($((SECONDS - step_start)) s)")
 }
 
-# step_done STEP MODEL [MODEL_B]: true when the step's output folder exists (and no --force).
+# step_done STEP MODEL [MODEL_B]: true when the step's output folder exists (and no --force),
+# or when STEPS names other steps only.
 step_done() {
     local step=$1 model=$2 model_b=${3:-}
+    if [[ -n ${STEPS:-} && " $STEPS " != *" $step "* ]]; then return 0; fi
     [[ ${#FORCE[@]} -eq 0 ]] || return 1
-    uv run --quiet experiment/plan.py done --step "$step" --model "$model" ${model_b:+--model-b "$model_b"} \
+    uv run --quiet "$REPO/experiment/plan.py" done --step "$step" --model "$model" ${model_b:+--model-b "$model_b"} \
         --output-root "$OUTPUT_ROOT"
 }
 
@@ -71,7 +77,7 @@ per_model_step() {
         SKIPPED+=("$step: $model")
         return
     fi
-    run_step "$step: $model" uv run "$script" --model "$model" --output-root "$OUTPUT_ROOT" \
+    run_step "$step: $model" uv run "$REPO/$script" --model "$model" --output-root "$OUTPUT_ROOT" \
         --device "$DEVICE" --dtype "$DTYPE" --seed "$SEED" "${FORCE[@]}" "$@"
 }
 
@@ -83,7 +89,7 @@ pairwise_step() {
         SKIPPED+=("$step: $model_a -> $model_b")
         return
     fi
-    run_step "$step: $model_a -> $model_b" uv run "$script" --model-a "$model_a" --model-b "$model_b" \
+    run_step "$step: $model_a -> $model_b" uv run "$REPO/$script" --model-a "$model_a" --model-b "$model_b" \
         --output-root "$OUTPUT_ROOT" --device "$DEVICE" --dtype "$DTYPE" --seed "$SEED" "${FORCE[@]}" "$@"
 }
 
@@ -91,15 +97,15 @@ pairwise_step() {
 # Preparation: the organism's data and models (toy preset only; real models come from the hub).
 # ---------------------------------------------------------------------------------------------
 if [[ $PRESET == toy ]]; then
-    if [[ -d data/toy && ${#FORCE[@]} -eq 0 ]]; then
+    if [[ -d data/toy ]]; then
         SKIPPED+=("toy data")
     else
-        run_step "toy data" uv run create_datasets.py --preset toy "${FORCE[@]}"
+        run_step "toy data" uv run "$REPO/create_datasets.py" --preset toy
     fi
-    if [[ -d $BASE && -d $FILTERED && -d $PRETRAIN && ${#FORCE[@]} -eq 0 ]]; then
+    if [[ -d $BASE && -d $FILTERED && -d $PRETRAIN ]]; then
         SKIPPED+=("toy organism (seed $SEED)")
     else
-        run_step "toy organism (seed $SEED)" uv run experiment/build_organism.py --seed "$SEED" "${FORCE[@]}"
+        run_step "toy organism (seed $SEED)" uv run "$REPO/experiment/build_organism.py" --seed "$SEED"
     fi
 fi
 

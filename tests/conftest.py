@@ -1,0 +1,74 @@
+"""Shared fixtures: a session workspace holding the toy data and organism, and a script runner.
+
+Scripts are run through `uv run` from the workspace (so `data/`, `models/` and `outputs/` land
+there), exactly as a user runs them from the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args: str, cwd: Path, check: bool = True, timeout: int = 900,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`uv run <repo>/<script> args...` in `cwd`; raises with its output when `check` and it fails."""
+    command = ["uv", "run", "--quiet", str(REPO_ROOT / script), *map(str, args)]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of a program's output."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    """A failed run that ended in one `error: ...` line (no traceback) naming every phrase."""
+    assert result.returncode != 0, f"expected failure, got success:\n{result.stdout}"
+    assert "Traceback" not in result.stderr, result.stderr
+    message = last_line(result.stderr)
+    assert message.startswith("error:"), result.stderr
+    for phrase in phrases:
+        assert phrase in message, f"{phrase!r} not in {message!r}"
+
+
+@dataclass(frozen=True)
+class ToyOrganism:
+    """The session's toy world: workspace folder, data folder and model folders."""
+
+    workspace: Path
+    data: Path
+    base: Path
+    filtered: Path
+    midtrain: Path
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for the session's data, models and outputs (BRITTLE_TEST_WORKSPACE keeps one)."""
+    kept = os.environ.get("BRITTLE_TEST_WORKSPACE")
+    if kept:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return Path(kept).resolve()
+    return tmp_path_factory.mktemp("workspace")
+
+
+@pytest.fixture(scope="session")
+def toy_organism(workspace: Path) -> ToyOrganism:
+    """The toy data and the organism (base, filtered, mid-training base), built as the README says."""
+    run_script("create_datasets.py", "--preset", "toy", cwd=workspace)
+    run_script("experiment/build_organism.py", "--seed", "42", cwd=workspace, timeout=1200)
+    models = workspace / "models"
+    return ToyOrganism(workspace, workspace / "data" / "toy", models / "toy-base-s42",
+                       models / "toy-filtered-s42", models / "toy-base-midtrain-s42")

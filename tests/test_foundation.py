@@ -1,0 +1,136 @@
+"""End to end on the toy organism: data, models, Step 0, the pipeline's skipping, and bad input.
+
+These run the real scripts through `uv run` in the session workspace (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+
+def run_pipeline(workspace: Path, *args: str, **environment: str) -> subprocess.CompletedProcess:
+    """`PRESET=toy ./experiment/pipeline.sh` with the workspace as WORKDIR."""
+    env = {**os.environ, "PRESET": "toy", "WORKDIR": str(workspace), **environment}
+    result = subprocess.run([str(REPO_ROOT / "experiment" / "pipeline.sh"), *args], env=env, capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, f"pipeline failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def read_summary(organism: ToyOrganism, model: Path) -> dict:
+    return json.loads((organism.workspace / "outputs" / model.name / "evals" / "summary.json").read_text())
+
+
+# ---- the organism ----------------------------------------------------------------------------------------
+
+def test_toy_data_has_text_questions_and_tasks(toy_organism: ToyOrganism):
+    data = toy_organism.data
+    forget = (data / "forget.txt").read_text().splitlines()
+    retain = (data / "retain.txt").read_text().splitlines()
+    assert len(forget) == len(retain) == 600 and not set(forget) & set(retain)
+    halves = {half: [json.loads(line) for line in (data / "questions" / f"forget_{half}.jsonl").open()]
+              for half in ("t", "v")}
+    assert len(halves["t"]) == len(halves["v"]) == 100
+    assert not {q["entity"] for q in halves["t"]} & {q["entity"] for q in halves["v"]}
+    assert sorted(path.stem for path in (data / "tasks").glob("*.yaml")) == [
+        "toy_forget_mcq", "toy_forget_mcq_t", "toy_forget_mcq_v", "toy_retain_mcq"]
+
+
+def test_organism_models_are_hugging_face_folders_trained_within_budget(toy_organism: ToyOrganism):
+    for model in (toy_organism.base, toy_organism.filtered, toy_organism.midtrain):
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {path.name for path in model.iterdir()}
+    for model in (toy_organism.base, toy_organism.filtered):
+        card = json.loads((model / "organism_card.json").read_text())
+        assert card["train_seconds"] <= 180, f"{model.name} took {card['train_seconds']} s (budget 180 s)"
+    base_config = json.loads((toy_organism.base / "config.json").read_text())
+    assert base_config["model_type"] == "gpt_neox" and base_config["num_hidden_layers"] == 4
+    # Same architecture and tokenizer, different weights.
+    assert base_config == json.loads((toy_organism.filtered / "config.json").read_text())
+    base = load_file(toy_organism.base / "model.safetensors")
+    filtered = load_file(toy_organism.filtered / "model.safetensors")
+    assert base.keys() == filtered.keys()
+    assert not all((base[name] == filtered[name]).all() for name in base)
+
+
+def test_pipeline_step_0_meets_the_quality_bar_then_skips_and_forces(toy_organism: ToyOrganism):
+    first = run_pipeline(toy_organism.workspace)
+    base, filtered = read_summary(toy_organism, toy_organism.base), read_summary(toy_organism, toy_organism.filtered)
+    assert base["toy_forget_mcq"]["acc"] >= 0.80
+    assert filtered["toy_forget_mcq"]["acc"] <= 0.35
+    assert base["toy_retain_mcq"]["acc"] >= 0.85 and filtered["toy_retain_mcq"]["acc"] >= 0.85
+    assert base["toy_forget_mcq_v"]["samples"] == 100
+    evals = toy_organism.workspace / "outputs" / toy_organism.base.name / "evals"
+    assert (evals / "high_level_summary.md").read_text().count("toy_") == 4
+    assert {path.name for path in (evals / "tasks").iterdir()} == {f"{task}.json" for task in base}
+    assert "Pipeline finished" in first.stdout
+
+    started = time.perf_counter()
+    second = run_pipeline(toy_organism.workspace)
+    assert time.perf_counter() - started < 60
+    assert "Ran 0 step(s)" in second.stdout and "evals: models/toy-base-s42" in second.stdout
+
+    stamp = (evals / "summary.json").stat().st_mtime_ns
+    forced = run_pipeline(toy_organism.workspace, "--force", STEPS="evals")
+    assert "Ran 2 step(s)" in forced.stdout
+    assert (evals / "summary.json").stat().st_mtime_ns != stamp
+    assert read_summary(toy_organism, toy_organism.base) == base  # same model, same numbers
+
+
+def test_organism_builder_is_deterministic_in_its_seed(tmp_path: Path, toy_organism: ToyOrganism):
+    weights = []
+    for copy in ("first", "second"):
+        run_script("experiment/build_organism.py", "--data-dir", toy_organism.data, "--models-dir", tmp_path / copy,
+                   "--steps", "20", "--skip-quality-check", cwd=toy_organism.workspace)
+        weights.append(load_file(tmp_path / copy / "toy-base-s42" / "model.safetensors"))
+    assert all((weights[0][name] == weights[1][name]).all() for name in weights[0])
+
+
+# ---- bad input ----------------------------------------------------------------------------------------------
+
+def test_builder_refuses_a_model_below_the_quality_bar_and_saves_nothing(tmp_path: Path, toy_organism: ToyOrganism):
+    result = run_script("experiment/build_organism.py", "--data-dir", toy_organism.data, "--models-dir", tmp_path,
+                        "--steps", "5", cwd=toy_organism.workspace, check=False)
+    assert_user_error(result, "misses the organism's quality bar", "Nothing was saved")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overlapping_forget_and_retain_data_is_refused(tmp_path: Path):
+    (tmp_path / "forget.txt").write_text("shared line\nonly forget\n")
+    (tmp_path / "retain.txt").write_text("only retain\nshared line\n")
+    result = run_script("create_datasets.py", "--forget-source", "forget.txt", "--retain-source", "retain.txt",
+                        "--data-dir", "data", cwd=tmp_path, check=False)
+    assert_user_error(result, "share 1 line", "shared line")
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("script", ["experiment/eval.py", "infer/cli.py"])
+def test_a_model_that_does_not_exist_is_one_clear_line(tmp_path: Path, script: str):
+    extra = ["--preset", "toy"] if script.endswith("eval.py") else ["--prompt", "hello"]
+    result = run_script(script, "--model", "models/no-such-model", *extra, cwd=tmp_path, check=False)
+    assert_user_error(result, "models/no-such-model")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_an_unknown_task_is_named_before_any_model_loads(toy_organism: ToyOrganism, tmp_path: Path):
+    result = run_script("experiment/eval.py", "--model", toy_organism.base, "--preset", "toy",
+                        "--tasks", "toy_forget_mcq,toy_forgot_mcq", "--output-root", tmp_path,
+                        cwd=toy_organism.workspace, check=False)
+    assert_user_error(result, "unknown evaluation task", "toy_forgot_mcq", "toy_forget_mcq")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_generates_text_from_a_toy_model(toy_organism: ToyOrganism):
+    result = run_script("infer/cli.py", "--model", toy_organism.base, "--prompt", "Q: What is the export of",
+                        "--max-tokens", "12", "--device", "cpu", cwd=toy_organism.workspace)
+    continuation = result.stdout.removeprefix("Q: What is the export of")
+    assert continuation.strip(), result.stdout
