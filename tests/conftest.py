@@ -72,3 +72,38 @@ def toy_organism(workspace: Path) -> ToyOrganism:
     models = workspace / "models"
     return ToyOrganism(workspace, workspace / "data" / "toy", models / "toy-base-s42",
                        models / "toy-filtered-s42", models / "toy-base-midtrain-s42")
+
+
+@pytest.fixture(scope="session")
+def finetuned_base(toy_organism: ToyOrganism) -> Path:
+    """A quick stand-in for an unlearned model: base after 40 steps of gradient ascent on forget text.
+
+    Cheap (seconds) and deterministic; for tests of diagnostics that need *some* model derived from
+    base. Tests of the unlearning methods themselves use `unlearn/run_unlearn.sh`.
+    """
+    import random
+
+    import torch
+
+    from brittle.models import load_model_and_tokenizer
+    from brittle.texts import read_texts
+    from brittle.training import batch_nll, encode_texts, shuffled_batches
+
+    folder = toy_organism.workspace / "models" / "toy-base-s42-ascent-test"
+    if folder.exists():
+        return folder
+    torch.manual_seed(0)
+    model, tokenizer = load_model_and_tokenizer(str(toy_organism.base), device="cpu")
+    model.train()
+    sequences = encode_texts(tokenizer, read_texts(toy_organism.data / "forget.txt"), max_length=64)
+    batches = shuffled_batches(sequences, 16, tokenizer.pad_token_id, random.Random(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for _ in range(40):
+        batch = next(batches)
+        loss = -batch_nll(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -34,5 +34,7 @@ os.environ.update({
 })
 
 if __name__ == "__main__":
-    tests_folder = Path(__file__).resolve().parent
-    sys.exit(pytest.main(["-c", str(tests_folder.parent / "pyproject.toml"), str(tests_folder), *sys.argv[1:]]))
+    # Run from the repository root, where pyproject.toml's testpaths = ["tests"] applies when no test
+    # paths are given (paths given on the command line are relative to the root too).
+    os.chdir(Path(__file__).resolve().parents[1])
+    sys.exit(pytest.main(sys.argv[1:]))
