@@ -42,6 +42,11 @@ def save_figure(figure: plt.Figure, path: str | Path) -> Path:
     return path
 
 
+def figure_and_axes(width: float = 6.4, height: float = 4.2) -> tuple[plt.Figure, plt.Axes]:
+    """A single-panel figure in the toolkit's style, for plots that are not per-layer curves."""
+    return plt.subplots(figsize=(width, height))
+
+
 def plot_by_layer(path: str | Path, title: str, panels: Mapping[str, Mapping[str, Series]], ylabel: str,
                   xlabel: str = "layer", log_y: bool = False, reference: float | None = None,
                   reference_label: str | None = None) -> Path:

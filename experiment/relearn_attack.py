@@ -1,0 +1,334 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["brittle"]
+#
+# [tool.uv.sources]
+# brittle = { path = "..", editable = true }
+# ///
+"""Step 13 - Relearning attack (RTT): was the forget knowledge removed, or only hidden?
+
+The protocol of Deeb & Roger, "Do Unlearning Methods Remove Information from Language Model Weights?":
+the forget questions are split (by entity, for the organism) into halves **T** and **V**. The attacker
+fine-tunes on T's answers and measures accuracy on V, which it never trains on, over a small sweep of
+learning rates (log range) and epochs, keeping the best setting per V. Facts about different entities
+are independent, so learning T cannot teach V: if V comes back, it was still in the weights.
+
+| condition | model     | attack | question it answers                                  |
+|-----------|-----------|--------|------------------------------------------------------|
+| A         | unlearned | none   | what does the unlearned model show?                  |
+| B         | unlearned | RTT    | what can an attacker get back?                       |
+| C         | base      | RTT    | the ceiling: the same attack on the model that knew  |
+| F         | filtered  | RTT    | the floor: the same attack on a model that never knew |
+
+    recovery rate       = (B - A) / (C - A)   the fraction of the forgotten accuracy that RTT brings back
+    relative accuracy   = B / C               attacked unlearned model vs attacked base
+    filtered recovery   = (F - F0) / (C - F0) the same for the filtered model (F0: before the attack)
+
+A pre-flight check first verifies that the base model knows the forget facts (accuracy on T and V at
+least `--baseline-min-forget-acc`; 0 disables it): without that there is nothing to unlearn or recover.
+
+Outputs:
+    outputs/<model>/relearn_attack_seed<S>/          per attacked model: runs.csv, settings.json, plot
+    outputs/<base>__to__<unlearned>/relearn_attack_seed<S>/   summary.csv (one row), conditions.csv,
+                                                     attack_curves.png
+
+    uv run experiment/relearn_attack.py --model-a models/toy-base-s42 --model-b unlearned_models/... \\
+        --filtered models/toy-filtered-s42 --preset toy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
+from brittle.models import check_model_reference, load_model_and_tokenizer
+from brittle.multiple_choice import multiple_choice_accuracy
+from brittle.outputs import (
+    comparison_step_dir,
+    model_step_dir,
+    read_csv,
+    read_jsonl,
+    skip_if_complete,
+    staged_directory,
+    write_csv,
+    write_json,
+)
+from brittle.plotting import figure_and_axes, save_figure
+from brittle.presets import get_preset
+from brittle.runtime import seed_everything
+from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
+
+RUN_COLUMNS = ["model", "lr", "epoch", "step", "v_accuracy", "t_accuracy"]
+SUMMARY_COLUMNS = [
+    "seed", "base", "unlearned", "filtered",
+    "base_before", "a_unlearned", "b_unlearned_rtt", "c_base_rtt", "f0_filtered", "f_filtered_rtt",
+    "recovery_rate", "relative_accuracy", "filtered_recovery_rate",
+    "b_best_lr", "b_best_epoch", "c_best_lr", "c_best_epoch", "f_best_lr", "f_best_epoch",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# The attack
+# --------------------------------------------------------------------------------------------------
+
+def learning_rates(low: float, high: float, count: int) -> list[float]:
+    """`count` learning rates evenly spaced in log space from `low` to `high`."""
+    if not 0 < low <= high:
+        raise UserError(f"learning-rate range must satisfy 0 < low <= high, got low={low:g}, high={high:g}")
+    if count == 1 or low == high:
+        return [low]
+    step = (math.log(high) - math.log(low)) / (count - 1)
+    return [float(f"{math.exp(math.log(low) + index * step):.3g}") for index in range(count)]
+
+
+def answer_texts(questions: list[dict[str, Any]]) -> list[str]:
+    """What the attacker trains on: each question followed by its correct answer."""
+    return [f"{question['question']} {question['choices'][question['answer']]}" for question in questions]
+
+
+def read_questions(path: str | Path, half: str) -> list[dict[str, Any]]:
+    """The questions of one half (T or V), refusing a missing or empty file."""
+    if not Path(path).is_file():
+        raise UserError(f"the {half} questions file {path} does not exist; create it with "
+                        "`uv run create_datasets.py` (add `--preset toy` for the organism)")
+    questions = read_jsonl(path)
+    if not questions:
+        raise UserError(f"the {half} split {path} has no questions; the attack needs both T and V")
+    return questions
+
+
+def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[dict],
+                args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Fine-tune a fresh copy of the model on T at one learning rate; V and T accuracy per epoch.
+
+    AdamW with a cosine schedule over all epochs; evaluated before training (epoch 0) and after
+    every epoch, so one run also answers "how many epochs?".
+    """
+    seed_everything(args.seed)
+    model, tokenizer = load_model_and_tokenizer(model_name, args.device, args.dtype)
+    sequences = encode_texts(tokenizer, answer_texts(train), max_length=args.max_length)
+    steps_per_epoch = math.ceil(len(sequences) / args.batch_size)
+    optimizer, schedule = adamw_with_cosine_schedule(model.parameters(), lr=lr,
+                                                     total_steps=steps_per_epoch * args.epochs)
+    rng = random.Random(args.seed)
+    device = model.get_input_embeddings().weight.device
+    rows, step = [], 0
+    for epoch in tqdm(range(args.epochs + 1), desc=f"RTT {Path(model_name).name} lr={lr:g}", unit="epoch"):
+        if epoch > 0:
+            model.train()
+            for batch in epoch_batches(sequences, args.batch_size, tokenizer.pad_token_id, rng):
+                batch = batch.to(device)
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                loss = batch_nll(logits, batch.labels)
+                if not torch.isfinite(loss):
+                    raise UserError(f"the attack loss became {loss.item()} at lr {lr:g} on {model_name}; "
+                                    "lower the learning-rate range (--lr-range)")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+            model.eval()
+        rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step,
+                     "v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
+                     "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)})
+    return rows
+
+
+def attack(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
+           args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The sweep: one fresh fine-tuning run per learning rate."""
+    return [row for lr in rates for row in attack_once(model_name, lr, train, evaluate, args)]
+
+
+def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
+                  args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The attack on one model, computed once per (model, settings) and kept in its own folder.
+
+    Base and filtered are attacked identically for every unlearned model, so their runs are reused.
+    """
+    folder = model_step_dir(model_name, f"relearn_attack_seed{args.seed}", args.output_root)
+    settings = {"learning_rates": rates, "epochs": args.epochs, "batch_size": args.batch_size,
+                "max_length": args.max_length, "seed": args.seed, "train_questions": len(train),
+                "eval_questions": len(evaluate)}
+    settings_file = folder / "settings.json"
+    if folder.exists() and not args.force and json.loads(settings_file.read_text()) == settings:
+        print(f"reusing the attack on {model_name} ({folder})")
+        return [{**row, **{key: float(row[key]) for key in ("lr", "v_accuracy", "t_accuracy")},
+                 "epoch": int(row["epoch"]), "step": int(row["step"])} for row in read_csv(folder / "runs.csv")]
+    rows = attack(model_name, train, evaluate, rates, args)
+    with staged_directory(folder) as staging:
+        write_csv(staging / "runs.csv", rows, RUN_COLUMNS)
+        write_json(staging / "settings.json", settings)
+        plot_attack(staging / "relearning_curves.png", f"RTT on {Path(model_name).name}: V accuracy per learning rate",
+                    {f"lr {lr:g}": [row for row in rows if row["lr"] == lr] for lr in rates})
+    return rows
+
+
+def before_attack(rows: list[dict[str, Any]]) -> float:
+    """V accuracy of the untouched model (epoch 0)."""
+    return next(row["v_accuracy"] for row in rows if row["epoch"] == 0)
+
+
+def best_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The attacked setting (learning rate, epoch) with the highest V accuracy; ties go to the fewest steps."""
+    return max((row for row in rows if row["epoch"] > 0), key=lambda row: (row["v_accuracy"], -row["step"]))
+
+
+def recovery_rates(a: float, b: float, c: float) -> dict[str, float | None]:
+    """(B - A) / (C - A) and B / C; None where the denominator is not positive."""
+    return {"recovery_rate": (b - a) / (c - a) if c - a > 0 else None,
+            "relative_accuracy": b / c if c > 0 else None}
+
+
+# --------------------------------------------------------------------------------------------------
+# Pre-flight and reporting
+# --------------------------------------------------------------------------------------------------
+
+def check_baseline(base: str, questions: list[dict[str, Any]], minimum: float, args: argparse.Namespace) -> float:
+    """Forget accuracy of the base model on T and V; a `UserError` below `minimum` (0 disables)."""
+    model, tokenizer = load_model_and_tokenizer(base, args.device, args.dtype)
+    accuracy = multiple_choice_accuracy(model, tokenizer, questions, args.eval_batch_size)
+    del model
+    if minimum > 0 and accuracy < minimum:
+        raise UserError(f"pre-flight check failed: the base model {base} answers only {accuracy:.3f} of the forget "
+                        f"questions (needs >= {minimum}); it does not know what unlearning should remove. Use a "
+                        "model that knows the facts, or set BASELINE_MIN_FORGET_ACC=0 to skip the check")
+    print(f"pre-flight: base {base} forget accuracy {accuracy:.3f} (threshold {minimum})")
+    return accuracy
+
+
+def plot_attack(path: Path, title: str, curves: dict[str, list[dict[str, Any]]],
+                flat_lines: dict[str, float] | None = None) -> None:
+    """V accuracy against attack steps, one curve per entry; dashed lines for unattacked references."""
+    figure, axis = figure_and_axes()
+    for label, rows in curves.items():
+        axis.plot([row["step"] for row in rows], [row["v_accuracy"] for row in rows], marker="o", label=label)
+    for label, value in (flat_lines or {}).items():
+        axis.axhline(value, linestyle="--", linewidth=1.2, label=label)
+    axis.axhline(0.25, color="grey", linestyle=":", linewidth=1, label="chance (4 options)")
+    axis.set_xlabel("attack steps (fine-tuning on T)")
+    axis.set_ylabel("accuracy on held-out V")
+    axis.set_ylim(0, 1.02)
+    axis.set_title(title, fontsize="medium")
+    axis.legend(fontsize="small")
+    save_figure(figure, path)
+
+
+def best_curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The whole run (all epochs) of the learning rate that reached the best V accuracy."""
+    lr = best_run(rows)["lr"]
+    return [row for row in rows if row["lr"] == lr]
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-a", required=True, help="the base model (condition C)")
+    parser.add_argument("--model-b", default=None, help="the unlearned model under attack (conditions A and B)")
+    parser.add_argument("--filtered", default=None, help="the filtered model (gold standard; default: preset's)")
+    parser.add_argument("--preset", choices=["real", "toy"], default="real")
+    parser.add_argument("--train-questions", default=None, help="T questions JSONL (default: the preset's)")
+    parser.add_argument("--eval-questions", default=None, help="V questions JSONL (default: the preset's)")
+    parser.add_argument("--lr-range", default=None,
+                        help="LOW,HIGH learning rates of the sweep (log-spaced; default: the preset's)")
+    parser.add_argument("--num-lrs", type=positive_int, default=None, help="learning rates in the sweep")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (evaluated after each)")
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=64)
+    parser.add_argument("--max-length", type=positive_int, default=512)
+    parser.add_argument("--baseline-min-forget-acc", type=float, default=None,
+                        help="pre-flight threshold on base's forget accuracy (default: the preset's; 0 disables)")
+    parser.add_argument("--check-baseline-only", action="store_true", help="run the pre-flight check and stop")
+    add_runtime_arguments(parser)
+    add_output_arguments(parser)
+    args = parser.parse_args()
+    preset = get_preset(args.preset, args.seed)
+    args.filtered = args.filtered or preset.filtered
+    args.train_questions = args.train_questions or preset.forget_questions_t
+    args.eval_questions = args.eval_questions or preset.forget_questions_v
+    args.epochs = args.epochs or preset.relearn_epochs
+    args.batch_size = args.batch_size or preset.relearn_batch_size
+    args.num_lrs = args.num_lrs or preset.relearn_num_lrs
+    if args.baseline_min_forget_acc is None:
+        args.baseline_min_forget_acc = preset.baseline_min_forget_acc
+    if args.lr_range:
+        try:
+            low, high = (float(value) for value in args.lr_range.split(","))
+        except ValueError:
+            raise UserError(f"--lr-range must be LOW,HIGH (e.g. 1e-4,3e-3), got {args.lr_range!r}") from None
+        args.lr_range = (low, high)
+    else:
+        args.lr_range = preset.relearn_lr_range
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
+    rates = learning_rates(*args.lr_range, args.num_lrs)
+    train = read_questions(args.train_questions, "T")
+    evaluate = read_questions(args.eval_questions, "V")
+    shared = {question["entity"] for question in train if "entity" in question} & \
+             {question["entity"] for question in evaluate if "entity" in question}
+    if shared:
+        raise UserError(f"T and V share {len(shared)} entities (e.g. {min(shared)}); they must be disjoint")
+    for model in (args.model_a, args.model_b, args.filtered):
+        if model:
+            check_model_reference(model)
+    if args.check_baseline_only:
+        check_baseline(args.model_a, train + evaluate, args.baseline_min_forget_acc, args)
+        return
+    if not args.model_b:
+        raise UserError("--model-b (the unlearned model to attack) is required unless --check-baseline-only")
+
+    outdir = args.outdir or comparison_step_dir(args.model_a, args.model_b, f"relearn_attack_seed{args.seed}",
+                                                args.output_root)
+    if skip_if_complete(outdir, args.force, what=f"relearning attack on {args.model_b}"):
+        return
+    check_baseline(args.model_a, train + evaluate, args.baseline_min_forget_acc, args)
+
+    runs = {condition: attacked_runs(model, train, evaluate, rates, args)
+            for condition, model in (("B", args.model_b), ("C", args.model_a), ("F", args.filtered))}
+    best = {condition: best_run(rows) for condition, rows in runs.items()}
+    a, f0 = before_attack(runs["B"]), before_attack(runs["F"])
+    b, c, f = (best[condition]["v_accuracy"] for condition in "BCF")
+    summary = {
+        "seed": args.seed, "base": args.model_a, "unlearned": args.model_b, "filtered": args.filtered,
+        "base_before": before_attack(runs["C"]), "a_unlearned": a, "b_unlearned_rtt": b, "c_base_rtt": c,
+        "f0_filtered": f0, "f_filtered_rtt": f,
+        **recovery_rates(a, b, c),
+        "filtered_recovery_rate": recovery_rates(f0, f, c)["recovery_rate"],
+        **{f"{condition.lower()}_best_{key}": best[condition][key] for condition in "BCF" for key in ("lr", "epoch")},
+    }
+    conditions = [
+        {"condition": "A", "model": args.model_b, "attack": "none", "v_accuracy": a},
+        {"condition": "B", "model": args.model_b, "attack": "RTT", "v_accuracy": b, "best_lr": best["B"]["lr"],
+         "best_epoch": best["B"]["epoch"]},
+        {"condition": "C", "model": args.model_a, "attack": "RTT", "v_accuracy": c, "best_lr": best["C"]["lr"],
+         "best_epoch": best["C"]["epoch"]},
+        {"condition": "F", "model": args.filtered, "attack": "RTT", "v_accuracy": f, "best_lr": best["F"]["lr"],
+         "best_epoch": best["F"]["epoch"]},
+    ]
+    with staged_directory(outdir) as staging:
+        write_csv(staging / "summary.csv", [summary], SUMMARY_COLUMNS)
+        write_csv(staging / "conditions.csv", conditions, ["condition", "model", "attack", "v_accuracy", "best_lr",
+                                                           "best_epoch"])
+        plot_attack(staging / "attack_curves.png", "Relearning attack: accuracy on held-out V (best learning rate)",
+                    {"B: unlearned + RTT": best_curve(runs["B"]), "C: base + RTT": best_curve(runs["C"]),
+                     "F: filtered + RTT": best_curve(runs["F"])},
+                    flat_lines={"A: unlearned, no attack": a})
+    print(f"relearning attack (seed {args.seed}): A {a:.3f}  B {b:.3f}  C {c:.3f}  filtered {f0:.3f} -> {f:.3f}")
+    rate = summary["recovery_rate"]
+    print(f"  recovery rate (B-A)/(C-A) = {'n/a' if rate is None else f'{rate:.3f}'}; results -> {outdir}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
