@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -97,6 +98,13 @@ def question_label(question: MultipleChoiceQuestion) -> str:
     return f"{question.question}  →  {question.choices[question.answer]}"
 
 
+def question_set_label(path: str) -> str:
+    """`data/toy/questions/forget_t.jsonl` -> `toy: forget_t`; `data/questions/forget.jsonl` -> `forget`."""
+    parts = Path(path).parts
+    world = parts[-3] if len(parts) >= 3 and parts[-3] != "data" else ""
+    return f"{world}: {Path(path).stem}" if world else Path(path).stem
+
+
 def probability_table(comparison: Comparison) -> pd.DataFrame:
     """One row per model that answered; one column per option (the correct one marked ✓)."""
     def column_name(choice: str) -> str:
@@ -177,7 +185,7 @@ def example_picker() -> None:
         return
     with st.expander("Example questions", expanded=True):
         left, right = st.columns([1, 3])
-        path = left.selectbox("Question set", files, key="question_file",
+        path = left.selectbox("Question set", files, key="question_file", format_func=question_set_label,
                               help="data/*/questions/*.jsonl, written by create_datasets.py")
         try:
             questions = read_questions(path)

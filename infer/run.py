@@ -39,6 +39,7 @@ def main() -> None:
         "--server.headless", "true",  # print the URL instead of trying to open a browser here
         "--server.fileWatcherType", "none",  # no reloading on edits (watching torch's modules only makes noise)
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local research tool
     ], prog_name="streamlit"))
 
 
