@@ -7,9 +7,9 @@ prompt means the same thing in both and the option probabilities are those lm-ev
     scores = score_options(model, tokenizer, "Q: What is the host of Galdyrix? A:", ["salt crabs", "bog shrews"])
     scores.probabilities  # [0.97, 0.03]: each option's share of the options' total likelihood
 
-Multiple-choice scoring follows lm-eval's `multiple_choice` tasks exactly: every option is a
-continuation of the question after one space (`target_delimiter`), its log-likelihood is the sum of
-its tokens' log-probabilities given the question, and `acc` picks the largest. Normalising those
+Multiple-choice scoring is `brittle.multiple_choice`, which follows lm-eval's `multiple_choice` tasks
+exactly: every option is a continuation of the question after one space, its log-likelihood is the sum
+of its tokens' log-probabilities given the question, and `acc` picks the largest. Normalising those
 likelihoods over the options (a softmax of the log-likelihoods) gives the probabilities shown.
 """
 
@@ -22,15 +22,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
 from brittle.cli import UserError
 from brittle.models import input_device
+from brittle.multiple_choice import choice_log_likelihoods, choice_probabilities
 from brittle.runtime import seed_everything
-from brittle.training import IGNORE_INDEX, collate, token_log_probs
 
-TARGET_DELIMITER = " "  # lm-eval puts one space between a question and each of its options
 MODEL_FOLDERS = ("models", "unlearned_models")  # where local models live, relative to the working directory
 
 
@@ -131,62 +129,14 @@ class OptionScores:
         return max(range(len(self.log_likelihoods)), key=self.log_likelihoods.__getitem__)
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids the way lm-eval's HF model encodes a string (the tokenizer's own special tokens,
-    unless the text already starts with the BOS token)."""
-    starts_with_bos = tokenizer.bos_token is not None and text.startswith(tokenizer.bos_token)
-    return tokenizer(text, add_special_tokens=not starts_with_bos)["input_ids"]
-
-
-def encode_context_and_continuation(tokenizer: PreTrainedTokenizerBase, context: str,
-                                    continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids of a context and of its continuation, as lm-eval splits them.
-
-    Trailing spaces of the context move to the continuation; the pair is encoded as one string and
-    split after the context's own tokens, so the continuation's first token is the one the model
-    really predicts at that point. An empty context becomes the BOS (else EOS) token.
-    """
-    if not context:
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        return [prefix], encode(tokenizer, continuation)
-    spaces = len(context) - len(context.rstrip())
-    if spaces:
-        context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole = encode(tokenizer, context + continuation)
-    context_ids = encode(tokenizer, context)
-    return context_ids, whole[len(context_ids):]
-
-
-def option_log_likelihoods(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: str,
-                           choices: Sequence[str]) -> list[float]:
-    """log P(" " + choice | question) for every choice: one forward pass over all the options."""
-    pairs = [encode_context_and_continuation(tokenizer, question, TARGET_DELIMITER + choice) for choice in choices]
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch = collate([context + continuation for context, continuation in pairs], pad_token_id)
-    for row, (context, _) in enumerate(pairs):
-        batch.labels[row, : len(context)] = IGNORE_INDEX  # only the option's own tokens count
-    batch = batch.to(input_device(model))
-    with torch.no_grad():
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    log_probs, _ = token_log_probs(logits, batch.labels)
-    return log_probs.sum(dim=1).tolist()
-
-
-def normalised_probabilities(log_likelihoods: Sequence[float]) -> list[float]:
-    """exp(ℓ_i) / Σ_j exp(ℓ_j): the options' likelihoods rescaled to sum to 1 (a stable softmax)."""
-    largest = max(log_likelihoods)
-    weights = [math.exp(value - largest) for value in log_likelihoods]
-    total = sum(weights)
-    return [weight / total for weight in weights]
-
-
 def score_options(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: str,
                   choices: Sequence[str]) -> OptionScores:
     """Each option's log-likelihood and normalised probability as the answer to `question`."""
     check_prompt(question)
     check_choices(choices)
-    log_likelihoods = option_log_likelihoods(model, tokenizer, question, choices)
-    return OptionScores(tuple(choices), tuple(log_likelihoods), tuple(normalised_probabilities(log_likelihoods)))
+    record = {"question": question, "choices": list(choices)}
+    log_likelihoods = choice_log_likelihoods(model, tokenizer, [record])[0]
+    return OptionScores(tuple(choices), tuple(log_likelihoods), tuple(choice_probabilities(log_likelihoods)))
 
 
 def check_choices(choices: Sequence[str]) -> None:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 from safetensors.torch import load_file
 
 from brittle.inference import read_questions
+from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
 from brittle.cli import UserError
 from brittle.inference import (
@@ -22,11 +21,12 @@ from brittle.inference import (
     find_local_models,
     find_question_files,
     generate_text,
-    normalised_probabilities,
     read_questions,
     score_options,
     stream_generation,
 )
+from brittle.multiple_choice import choice_probabilities
+from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
 APP = REPO_ROOT / "infer" / "app.py"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,9 +38,9 @@ APP_TIMEOUT = 300  # seconds for one AppTest script run (a shared 2-core machine
 # --- the math and the small pieces, no model needed ----------------------------------------------
 
 def test_normalised_probabilities_are_a_softmax_of_the_log_likelihoods():
-    assert normalised_probabilities([math.log(1.0), math.log(3.0)]) == pytest.approx([0.25, 0.75])
+    assert choice_probabilities([math.log(1.0), math.log(3.0)]) == pytest.approx([0.25, 0.75])
     # Log-likelihoods of long options are large negative numbers; the softmax must stay finite.
-    probabilities = normalised_probabilities([-1000.0, -1001.0, -1003.0])
+    probabilities = choice_probabilities([-1000.0, -1001.0, -1003.0])
     assert sum(probabilities) == pytest.approx(1.0)
     assert probabilities == pytest.approx([1 / (1 + math.exp(-1) + math.exp(-3)),
                                            math.exp(-1) / (1 + math.exp(-1) + math.exp(-3)),
