@@ -230,7 +230,8 @@ def best_curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in rows if row["lr"] == lr]
 
 
-def parse_arguments() -> argparse.Namespace:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, completed with the preset's defaults and checked."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-a", required=True, help="the base model (condition C)")
     parser.add_argument("--model-b", default=None, help="the unlearned model under attack (conditions A and B)")
@@ -250,7 +251,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--check-baseline-only", action="store_true", help="run the pre-flight check and stop")
     add_runtime_arguments(parser)
     add_output_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     preset = get_preset(args.preset, args.seed)
     args.filtered = args.filtered or preset.filtered
     args.train_questions = args.train_questions or preset.forget_questions_t
@@ -271,8 +272,8 @@ def parse_arguments() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_arguments()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
     rates = learning_rates(*args.lr_range, args.num_lrs)
     train = read_questions(args.train_questions, "T")
     evaluate = read_questions(args.eval_questions, "V")

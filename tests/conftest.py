@@ -6,14 +6,29 @@ there), exactly as a user runs them from the repository.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(script: str) -> ModuleType:
+    """A PEP 723 script of the repository (e.g. `experiment/report.py`) imported as a module, to test its
+    functions in-process; registered in `sys.modules` under its file name."""
+    name = Path(script).stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def run_script(script: str, *args: str, cwd: Path, check: bool = True, timeout: int = 900,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,18 +9,9 @@ import pytest
 
 from brittle.cli import UserError
 from brittle.outputs import read_csv, read_jsonl
-from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
+from conftest import ToyOrganism, assert_user_error, load_script, run_script
 
-
-def load_attack_module():
-    """experiment/relearn_attack.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("relearn_attack", REPO_ROOT / "experiment" / "relearn_attack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-relearn = load_attack_module()
+relearn = load_script("experiment/relearn_attack.py")
 
 
 # ---- arithmetic --------------------------------------------------------------------------------------
@@ -69,22 +59,33 @@ def attack_arguments(organism: ToyOrganism, unlearned: Path, *extra: str) -> lis
 
 
 @pytest.mark.slow
-def test_bad_input_is_one_clear_line(toy_organism: ToyOrganism, finetuned_base: Path, tmp_path: Path):
-    workspace = toy_organism.workspace
+def test_bad_input_is_refused_before_any_model_loads(toy_organism: ToyOrganism, finetuned_base: Path,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(toy_organism.workspace)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     cases = [
-        (["--train-questions", empty], ["T split", "no questions"]),
-        (["--lr-range", "1e-2,1e-4"], ["low <= high"]),
-        (["--lr-range", "fast"], ["--lr-range must be LOW,HIGH"]),
+        (["--train-questions", str(empty)], "T split .* has no questions"),
+        (["--eval-questions", str(empty)], "V split .* has no questions"),
+        (["--lr-range", "1e-2,1e-4"], "low <= high"),
+        (["--lr-range", "fast"], "--lr-range must be LOW,HIGH"),
     ]
-    for extra, phrases in cases:
-        result = run_script("experiment/relearn_attack.py", *attack_arguments(toy_organism, finetuned_base, *extra),
-                            "--output-root", tmp_path / "out", cwd=workspace, check=False)
-        assert_user_error(result, *phrases)
-    missing = run_script("experiment/relearn_attack.py", "--model-a", "models/no-such-base", "--model-b",
-                         finetuned_base, "--preset", "toy", cwd=workspace, check=False)
-    assert_user_error(missing, "models/no-such-base")
+    for extra, message in cases:
+        arguments = [str(value) for value in attack_arguments(toy_organism, finetuned_base, *extra)]
+        with pytest.raises(UserError, match=message):
+            relearn.main([*arguments, "--output-root", str(tmp_path / "out")])
+    with pytest.raises(UserError, match="models/no-such-base"):
+        relearn.main(["--model-a", "models/no-such-base", "--model-b", str(finetuned_base), "--preset", "toy"])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_bad_input_from_the_command_line_is_one_line_and_a_nonzero_exit(toy_organism: ToyOrganism,
+                                                                      finetuned_base: Path, tmp_path: Path):
+    result = run_script("experiment/relearn_attack.py", *attack_arguments(toy_organism, finetuned_base, "--lr-range",
+                                                                          "1e-2,1e-4"),
+                        "--output-root", tmp_path / "out", cwd=toy_organism.workspace, check=False)
+    assert_user_error(result, "low <= high")
     assert not (tmp_path / "out").exists()
 
 

@@ -1,0 +1,535 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["brittle"]
+#
+# [tool.uv.sources]
+# brittle = { path = "..", editable = true }
+# ///
+"""The last pipeline step: one self-contained HTML page of every comparison's mechanistic signature.
+
+It reads only what the steps wrote (CSV and JSON under the output root), never a model, and puts the
+comparisons side by side, one row per question of the seed's "Big Picture" table plus the relearning
+attack (Step 13). A number that cannot be read says so in its cell and in the "Missing" list at the
+end, naming the step that writes it; the page is still written.
+
+With several seeds (the pipeline's `SEEDS="42 123"`) every comparison label (e.g. "COMP2 Base ->
+Unlearned") has one instance per seed, and each cell shows mean ± std over the seeds, with n.
+
+    uv run experiment/report.py --preset toy \\
+        --comparison "COMP1 Base -> Filtered" models/toy-base-s42 models/toy-filtered-s42 \\
+        --comparison "COMP2 Base -> Unlearned" models/toy-base-s42 unlearned_models/toy-base-s42__cb_lat__...
+
+Without `--comparison` it reports every `<a>__to__<b>/` folder under the output root. Outputs:
+`outputs/report.html` and `outputs/report_summary.csv` (label, level, measure, n, mean, std, values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from brittle.cli import UserError, run_cli
+from brittle.outputs import DEFAULT_OUTPUT_ROOT, comparison_name, model_slug, read_csv, write_csv, write_text
+from brittle.presets import get_preset
+
+COMPARISON_SEPARATOR = "__to__"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the steps' files: small functions from one file to one number
+# --------------------------------------------------------------------------------------------------
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def column(rows: Sequence[dict[str, str]], name: str, **where: str) -> list[float]:
+    """The float values of `name` in the rows matching every `where` condition (`split="forget"`)."""
+    return [float(row[name]) for row in rows if all(row[key] == value for key, value in where.items())]
+
+
+def mean(values: Sequence[float]) -> float:
+    finite = [value for value in values if math.isfinite(value)]
+    if not finite:
+        raise ValueError("no finite values")
+    return sum(finite) / len(finite)
+
+
+def whole_model_relative_change(path: Path) -> float:
+    """‖ΔW‖_F / ‖W‖_F over every weight matrix: the root-sum-square of the per-matrix norms."""
+    rows = read_csv(path)
+    return math.sqrt(sum(value**2 for value in column(rows, "dW_fro"))) / \
+        math.sqrt(sum(value**2 for value in column(rows, "W_fro")))
+
+
+def max_relative_spectral(path: Path) -> float:
+    return max(column(read_csv(path), "dW_spectral_rel"))
+
+
+def mean_stable_rank(path: Path) -> float:
+    """Mean stable rank ‖ΔW‖_F² / ‖ΔW‖_2² over attention and MLP matrices (1 = a rank-one update)."""
+    rows = [row for row in read_csv(path) if row["group"] in ("attn", "mlp")]
+    return mean(column(rows, "dW_stable_rank"))
+
+
+def mlp_share(path: Path) -> float:
+    """MLP's share of the squared change ‖ΔW_mlp‖² / (‖ΔW_mlp‖² + ‖ΔW_attn‖²), from per_layer.csv."""
+    rows = read_csv(path)
+    mlp = sum(value**2 for value in column(rows, "dW_fro_layer", group="mlp"))
+    attention = sum(value**2 for value in column(rows, "dW_fro_layer", group="attn"))
+    return mlp / (mlp + attention)
+
+
+def most_changed_depth(path: Path) -> float:
+    """Depth (0 = first layer, 1 = last) of the layer with the largest relative change."""
+    rows = [row for row in read_csv(path) if int(row["layer"]) >= 0]
+    layers = sorted({int(row["layer"]) for row in rows})
+    change = {layer: math.sqrt(sum(float(row["dW_fro_layer"]) ** 2 for row in rows if int(row["layer"]) == layer))
+              / math.sqrt(sum(float(row["W_fro_layer"]) ** 2 for row in rows if int(row["layer"]) == layer))
+              for layer in layers}
+    return layers.index(max(change, key=change.get)) / max(len(layers) - 1, 1)
+
+
+def activation_change(split: str) -> Callable[[Path], float]:
+    """Mean over layers of E‖h_B − h_A‖₂ / E‖h_A‖₂ on one split's text."""
+    def read(path: Path) -> float:
+        rows = read_csv(path)
+        return mean([delta / norm for delta, norm in zip(column(rows, "mean_dh_L2", split=split),
+                                                         column(rows, "model_a_norm_L2", split=split), strict=True)])
+    return read
+
+
+def activation_selectivity(path: Path) -> float:
+    """How much more forget activations change than retain ones (1 = no preference)."""
+    return activation_change("forget")(path) / activation_change("retain")(path)
+
+
+def json_value(*keys: str) -> Callable[[Path], float]:
+    """The number at `keys` in a JSON file (a list there is averaged over its finite entries)."""
+    def read(path: Path) -> float:
+        value: Any = read_json(path)
+        for key in keys:
+            value = value[key]
+        if isinstance(value, list):
+            return mean([float(item) for item in value if item is not None])
+        return float(value)
+    return read
+
+
+def csv_extreme(name: str, largest: bool = True) -> Callable[[Path], float]:
+    """The largest (or smallest) value of one column."""
+    def read(path: Path) -> float:
+        values = column(read_csv(path), name)
+        return max(values) if largest else min(values)
+    return read
+
+
+def csv_last(name: str) -> Callable[[Path], float]:
+    """The column's value in the last row (the final layer of a per-layer table)."""
+    return lambda path: column(read_csv(path), name)[-1]
+
+
+def csv_mean(name: str, **where: str) -> Callable[[Path], float]:
+    return lambda path: mean(column(read_csv(path), name, **where))
+
+
+def lipschitz_ratio(split: str) -> Callable[[Path], float]:
+    """Mean local Lipschitz estimate of B over that of A on one split (> 1: B is rougher)."""
+    def read(path: Path) -> float:
+        rows = read_csv(path)
+        by_model = {row["model"]: float(row["lipschitz_mean"]) for row in rows if row["split"] == split}
+        return by_model["model_b"] / by_model["model_a"]
+    return read
+
+
+def summary_value(name: str) -> Callable[[Path], float]:
+    """One column of the relearning attack's one-row summary.csv."""
+    def read(path: Path) -> float:
+        value = read_csv(path)[0][name]
+        if value in ("", "None"):
+            raise ValueError(f"{name} is undefined (its denominator was not positive)")
+        return float(value)
+    return read
+
+
+def attack_before(path: Path) -> float:
+    """V accuracy of the model before the attack (epoch 0 of its runs.csv)."""
+    return column(read_csv(path), "v_accuracy", epoch="0")[0]
+
+
+def attack_best(path: Path) -> float:
+    """The best V accuracy over the attack's settings (learning rate, epoch)."""
+    return max(float(row["v_accuracy"]) for row in read_csv(path) if int(row["epoch"]) > 0)
+
+
+def eval_accuracy(task: str) -> Callable[[Path], float]:
+    return json_value(task, "acc")
+
+
+# --------------------------------------------------------------------------------------------------
+# The page's rows: the Big Picture questions and what answers each
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Measure:
+    """One number of the report: a file a step writes, relative to a folder, and how to read it.
+
+    `scope` says which folder: the comparison's (`outputs/<a>__to__<b>/`), model A's or model B's
+    (`outputs/<model>/`). `source` may be a glob (e.g. one relearning folder per seed); every match is
+    one sample.
+    """
+
+    label: str
+    step: str
+    scope: str
+    source: str
+    read: Callable[[Path], float]
+    digits: int = 3
+
+
+@dataclass(frozen=True)
+class Row:
+    level: str
+    question: str
+    steps: str
+    prediction: str  # what the thesis expects of a brittle unlearning method (vs filtering)
+    measures: list[Measure] = field(default_factory=list)
+
+
+def big_picture_rows(forget_task: str, retain_task: str) -> list[Row]:
+    """The seed's Big Picture table, level by level, plus Step 13."""
+    weights, activations = "weight_comparison", "activation_comparison/activation_comparison.csv"
+    return [
+        Row("Capabilities", "Does the model still work at all?", "0",
+            "forget accuracy falls, retain accuracy holds (both for filtering and unlearning)", [
+                Measure(f"forget acc ({forget_task}), A", "Step 0 evals", "model_a", "evals/summary.json",
+                        eval_accuracy(forget_task)),
+                Measure(f"forget acc ({forget_task}), B", "Step 0 evals", "model_b", "evals/summary.json",
+                        eval_accuracy(forget_task)),
+                Measure(f"retain acc ({retain_task}), B", "Step 0 evals", "model_b", "evals/summary.json",
+                        eval_accuracy(retain_task)),
+            ]),
+        Row("Magnitude", "How much changed?", "1–2", "unlearning: small; filtering: large", [
+            Measure("‖ΔW‖_F / ‖W‖_F, whole model", "Step 1 weight_comparison", "comparison",
+                    f"{weights}/per_matrix.csv", whole_model_relative_change, 4),
+            Measure("max σ₁(ΔW) / σ₁(W)", "Step 1 weight_comparison", "comparison", f"{weights}/per_matrix.csv",
+                    max_relative_spectral, 4),
+        ]),
+        Row("Location", "Where — MLP or attention? Which layers?", "4",
+            "unlearning: attention-localized, few layers; filtering: everywhere", [
+                Measure("MLP share of ‖ΔW‖²", "Step 1 weight_comparison", "comparison",
+                        f"{weights}/per_layer.csv", mlp_share),
+                Measure("median MLP/attention ratio per layer", "Step 4 mlp_attn_analysis", "comparison",
+                        "mlp_attn_analysis/summary.json", json_value("median_mlp_attn_ratio")),
+                Measure("depth of the most-changed layer (0 first, 1 last)", "Step 1 weight_comparison",
+                        "comparison", f"{weights}/per_layer.csv", most_changed_depth, 2),
+            ]),
+        Row("Knowledge localization", "Where is forget-set knowledge encoded?", "5",
+            "unlearning: forget text stays linearly separable in B", [
+                Measure("best probe AUC, A", "Step 5 linear_probes", "model_a", "linear_probes/probe_results.csv",
+                        csv_extreme("auc")),
+                Measure("best probe AUC, B", "Step 5 linear_probes", "model_b", "linear_probes/probe_results.csv",
+                        csv_extreme("auc")),
+            ]),
+        Row("Knowledge depth", "At which layer does the model know the forget answers?", "6",
+            "unlearning: intermediate layers of B still answer (hidden, not erased); filtering: chance throughout", [
+                Measure("logit lens, final layer, B", "Step 6 wmdp_logit_lens", "model_b",
+                        "wmdp_logit_lens/wmdp_lens_results.csv", csv_last("accuracy")),
+                Measure("logit lens, best layer, B", "Step 6 wmdp_logit_lens", "model_b",
+                        "wmdp_logit_lens/wmdp_lens_results.csv", csv_extreme("accuracy")),
+                Measure("tuned lens, best layer, B", "Step 6 wmdp_tuned_lens", "model_b",
+                        "wmdp_tuned_lens/wmdp_lens_results.csv", csv_extreme("accuracy")),
+            ]),
+        Row("Geometry", "What shape is ΔW? Low-rank? Nullspace-aligned?", "7, 10",
+            "unlearning: low-rank, concentrated, in W's null space; filtering: full-rank", [
+                Measure("mean stable rank of ΔW", "Step 1 weight_comparison", "comparison",
+                        f"{weights}/per_matrix.csv", mean_stable_rank, 2),
+                Measure("top-10 energy of ΔW (sampled matrices)", "Step 7 null_space_analysis", "comparison",
+                        "null_space_analysis/null_space_results.csv", csv_mean("dW_energy_top_k")),
+                Measure("MLP ΔW energy outside W's column space", "Step 10 mlp_nullspace", "comparison",
+                        "mlp_nullspace/summary.json", json_value("null_space_fraction")),
+            ]),
+        Row("Function", "Do activations actually change on target text?", "3, 8–9",
+            "unlearning: small change; filtering: large", [
+                Measure("‖Δh‖ / ‖h_A‖ on forget text", "Step 3 activation_comparison", "comparison", activations,
+                        activation_change("forget")),
+                Measure("‖Δh‖ / ‖h_A‖ on retain text", "Step 3 activation_comparison", "comparison", activations,
+                        activation_change("retain")),
+                Measure("forget/retain separation AUC of B (mean over layers)", "Step 8 activation_separation",
+                        "comparison", "activation_separation/separation_results.csv", csv_mean("model_b_linear_auc")),
+                Measure("covariance spectrum W₁ forget/retain (mean over layers)", "Step 9 activation_covariance",
+                        "comparison", "activation_covariance/selectivity.csv", csv_mean("selectivity_ratio")),
+            ]),
+        Row("Precision", "Is the change targeted at forget-domain inputs?", "11",
+            "unlearning: low selectivity (≈ 1)", [
+                Measure("activation change forget/retain", "Step 3 activation_comparison", "comparison", activations,
+                        activation_selectivity),
+                Measure("row-space projection selectivity (mean over layers)", "Step 11 row_space_projection",
+                        "comparison", "row_space_projection/summary.json",
+                        json_value("selectivity_by_layer", "forget_over_retain")),
+            ]),
+        Row("Stability", "Is the new behaviour robust or fragile?", "12",
+            "unlearning: rougher (Lipschitz ratio B/A > 1) on forget text", [
+                Measure("local Lipschitz B/A, forget", "Step 12 lipschitzness", "comparison",
+                        "lipschitzness/lipschitz_results.csv", lipschitz_ratio("forget")),
+                Measure("local Lipschitz B/A, retain", "Step 12 lipschitzness", "comparison",
+                        "lipschitzness/lipschitz_results.csv", lipschitz_ratio("retain")),
+            ]),
+        Row("Recoverability", "Does fine-tuning on other forget facts (T) bring held-out ones (V) back?", "13",
+            "unlearning: V comes back (hidden); filtering: stays near chance (erased)", [
+                Measure("V accuracy of B before the attack", "Step 13 relearn_attack", "model_b",
+                        "relearn_attack_seed*/runs.csv", attack_before),
+                Measure("V accuracy of B after the attack (best setting)", "Step 13 relearn_attack", "model_b",
+                        "relearn_attack_seed*/runs.csv", attack_best),
+                Measure("C: base after the same attack", "Step 13 relearn_attack", "model_a",
+                        "relearn_attack_seed*/runs.csv", attack_best),
+                Measure("recovery rate (B − A) / (C − A)", "Step 13 relearn_attack", "comparison",
+                        "relearn_attack_seed*/summary.csv", summary_value("recovery_rate")),
+            ]),
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Collecting the numbers
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison instance: a label shared across seeds, and its two models."""
+
+    label: str
+    model_a: str
+    model_b: str
+
+    @property
+    def folder_name(self) -> str:
+        return comparison_name(self.model_a, self.model_b)
+
+    def scope_folder(self, scope: str, root: Path) -> Path:
+        return root / {"comparison": self.folder_name, "model_a": model_slug(self.model_a),
+                       "model_b": model_slug(self.model_b)}[scope]
+
+
+@dataclass
+class Cell:
+    """The samples of one measure for one comparison label, and what could not be read."""
+
+    values: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def text(self, digits: int) -> str:
+        if not self.values:
+            return "missing"
+        if len(self.values) == 1:
+            return f"{self.values[0]:.{digits}f}"
+        spread = statistics.stdev(self.values)
+        return f"{statistics.fmean(self.values):.{digits}f} ± {spread:.{digits}f} (n={len(self.values)})"
+
+
+def collect(rows: list[Row], comparisons: list[Comparison], root: Path) -> dict[tuple[str, str], Cell]:
+    """(comparison label, measure label) → the measure's samples over that label's instances."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for comparison in comparisons:
+        folder = {scope: comparison.scope_folder(scope, root) for scope in ("comparison", "model_a", "model_b")}
+        for row in rows:
+            for measure in row.measures:
+                cell = cells.setdefault((comparison.label, measure.label), Cell())
+                matches = sorted(folder[measure.scope].glob(measure.source))
+                if not matches:
+                    cell.problems.append(f"{measure.step}: {folder[measure.scope] / measure.source} is missing")
+                for path in matches:
+                    try:
+                        cell.values.append(measure.read(path))
+                    except (OSError, KeyError, ValueError, IndexError, ZeroDivisionError, TypeError) as error:
+                        cell.problems.append(f"{measure.step}: cannot read {path} ({type(error).__name__}: {error})")
+    return cells
+
+
+def summary_rows(rows: list[Row], comparisons: list[Comparison], cells: dict[tuple[str, str], Cell]) -> list[dict]:
+    """report_summary.csv: one line per (comparison label, measure) with mean, std and the samples."""
+    records = []
+    for label in unique(comparison.label for comparison in comparisons):
+        for row in rows:
+            for measure in row.measures:
+                values = cells[(label, measure.label)].values
+                records.append({
+                    "comparison": label, "level": row.level, "measure": measure.label, "n": len(values),
+                    "mean": statistics.fmean(values) if values else "",
+                    "std": statistics.stdev(values) if len(values) > 1 else "",
+                    "values": " ".join(f"{value:.6g}" for value in values),
+                })
+    return records
+
+
+def unique(items) -> list:
+    return list(dict.fromkeys(items))
+
+
+# --------------------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------------------
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1400px;
+       color: #222; padding: 0 1rem; }
+h1 { margin-bottom: .2rem; } .subtitle { color: #666; margin-top: 0; }
+table { border-collapse: collapse; width: 100%; margin: 1rem 0 2rem; font-size: .92rem; }
+th, td { border: 1px solid #ddd; padding: .45rem .6rem; vertical-align: top; text-align: left; }
+th { background: #f4f4f6; } td.level { font-weight: 600; white-space: nowrap; }
+.question { color: #555; font-size: .85rem; } .prediction { color: #7a4b00; font-size: .82rem; }
+.measure { display: flex; justify-content: space-between; gap: 1rem; }
+.measure .name { color: #555; } .measure .value { font-variant-numeric: tabular-nums; font-weight: 600; }
+.missing { color: #b00020; font-weight: 400 !important; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 1rem; }
+figure { margin: 0; border: 1px solid #eee; padding: .5rem; } figure img { width: 100%; }
+figcaption { font-size: .8rem; color: #555; }
+ul.problems { font-size: .85rem; color: #444; }
+"""
+
+KEY_PLOTS = [  # (scope, glob, caption) of the plots worth a look for every comparison
+    ("comparison", "param_plots/layer_locality.png", "Step 1: relative change per layer"),
+    ("comparison", "mlp_attn_analysis/mlp_attn_change.png", "Step 4: MLP vs attention"),
+    ("comparison", "activation_plots/activation_diffs.png", "Step 3: activation change per layer"),
+    ("model_b", "wmdp_logit_lens/*.png", "Step 6: logit-lens accuracy per layer (model B)"),
+    ("comparison", "relearn_attack_seed*/attack_curves.png", "Step 13: relearning attack"),
+]
+
+
+def embedded_image(path: Path) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{encoded}">'
+
+
+def signature_table(rows: list[Row], labels: list[str], cells: dict[tuple[str, str], Cell]) -> str:
+    header = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+    body = []
+    for row in rows:
+        first = (f'<td class="level">{html.escape(row.level)}<div class="question">{html.escape(row.question)}</div>'
+                 f'<div class="question">Step {html.escape(row.steps)}</div>'
+                 f'<div class="prediction">Thesis: {html.escape(row.prediction)}</div></td>')
+        columns = []
+        for label in labels:
+            lines = []
+            for measure in row.measures:
+                cell = cells[(label, measure.label)]
+                value_class = "value" if cell.values else "value missing"
+                lines.append(f'<div class="measure"><span class="name">{html.escape(measure.label)}</span>'
+                             f'<span class="{value_class}">{html.escape(cell.text(measure.digits))}</span></div>')
+            columns.append(f"<td>{''.join(lines)}</td>")
+        body.append(f"<tr>{first}{''.join(columns)}</tr>")
+    return f"<table><tr><th>Big Picture level</th>{header}</tr>{''.join(body)}</table>"
+
+
+def plots_section(comparisons: list[Comparison], root: Path) -> tuple[str, list[str]]:
+    """Key plots of each comparison (the first seed's instance of each label); and the missing ones."""
+    parts, missing = [], []
+    for comparison in {comparison.label: comparison for comparison in reversed(comparisons)}.values():
+        figures = []
+        for scope, pattern, caption in KEY_PLOTS:
+            matches = sorted(comparison.scope_folder(scope, root).glob(pattern))
+            if matches:
+                figures.append(f"<figure>{embedded_image(matches[0])}<figcaption>{html.escape(caption)} — "
+                               f"{html.escape(str(matches[0].relative_to(root)))}</figcaption></figure>")
+            else:
+                missing.append(f"{comparison.label}: plot {comparison.scope_folder(scope, root) / pattern}")
+        if figures:
+            parts.append(f"<h3>{html.escape(comparison.label)}</h3><div class='plots'>{''.join(figures)}</div>")
+    return "".join(parts), missing
+
+
+def comparison_list(comparisons: list[Comparison]) -> str:
+    items = "".join(f"<li><b>{html.escape(comparison.label)}</b>: A = <code>{html.escape(comparison.model_a)}</code>,"
+                    f" B = <code>{html.escape(comparison.model_b)}</code></li>" for comparison in comparisons)
+    return f"<ul>{items}</ul>"
+
+
+def render(rows: list[Row], comparisons: list[Comparison], cells: dict[tuple[str, str], Cell], root: Path,
+           preset: str) -> tuple[str, list[str]]:
+    """The whole page, and every problem it reports."""
+    labels = unique(comparison.label for comparison in comparisons)
+    plots, missing_plots = plots_section(comparisons, root)
+    problems = unique(problem for cell in cells.values() for problem in cell.problems) + missing_plots
+    problem_list = ("<p>Every step's outputs were found.</p>" if not problems else
+                    "<ul class='problems'>" + "".join(f"<li>{html.escape(problem)}</li>" for problem in problems)
+                    + "</ul><p>Run the pipeline again (finished steps are skipped) to fill these in.</p>")
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>What makes unlearning brittle? — report</title>
+<style>{STYLE}</style></head><body>
+<h1>What makes unlearning brittle?</h1>
+<p class="subtitle">Mechanistic signature of each comparison (A = reference, B = modified model) ·
+preset <b>{html.escape(preset)}</b> · {generated}</p>
+<p>Filtering (COMP1) shows what genuine ignorance looks like; post-hoc unlearning (COMP2 and the CB chain)
+what hiding looks like. Each cell is read from the steps' CSV/JSON files under <code>{html.escape(str(root))}</code>;
+with several seeds it shows mean ± std over seeds.</p>
+{comparison_list(comparisons)}
+<h2>Signature, level by level</h2>
+{signature_table(rows, labels, cells)}
+<h2>Key plots</h2>
+{plots or "<p>No plots found.</p>"}
+<h2>Missing</h2>
+{problem_list}
+</body></html>
+"""
+    return page, problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+def discover_comparisons(root: Path) -> list[Comparison]:
+    """Every `<a>__to__<b>/` folder under the root, labelled by its name (model names as their slugs)."""
+    comparisons = []
+    for folder in sorted(root.glob(f"*{COMPARISON_SEPARATOR}*")):
+        if folder.is_dir() and not folder.name.startswith("."):
+            model_a, model_b = folder.name.split(COMPARISON_SEPARATOR, 1)
+            comparisons.append(Comparison(folder.name, model_a, model_b))
+    return comparisons
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--comparison", nargs=3, action="append", metavar=("LABEL", "MODEL_A", "MODEL_B"),
+                        help="a comparison to report (repeat; the same LABEL on several seeds is averaged)")
+    parser.add_argument("--preset", choices=["real", "toy"], default="real", help="names the Step 0 tasks to show")
+    parser.add_argument("--output-root", default=str(DEFAULT_OUTPUT_ROOT), help="where the steps wrote (outputs/)")
+    parser.add_argument("--output", default=None, help="the HTML page (default: <output-root>/report.html)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    root = Path(args.output_root)
+    if not root.is_dir():
+        raise UserError(f"output root {root} does not exist; run the pipeline first (./experiment/pipeline.sh)")
+    comparisons = ([Comparison(*triple) for triple in args.comparison] if args.comparison
+                   else discover_comparisons(root))
+    if not comparisons:
+        raise UserError(f"no comparison folders (<a>__to__<b>/) under {root}; run the pipeline first, or name them "
+                        "with --comparison LABEL MODEL_A MODEL_B")
+    preset = get_preset(args.preset)
+    rows = big_picture_rows(preset.forget_task, preset.retain_task)
+    cells = collect(rows, comparisons, root)
+    page, problems = render(rows, comparisons, cells, root, args.preset)
+    output = Path(args.output or root / "report.html")
+    write_text(output, page)
+    write_csv(output.with_name("report_summary.csv"), summary_rows(rows, comparisons, cells),
+              ["comparison", "level", "measure", "n", "mean", "std", "values"])
+    print(f"report: {len(unique(comparison.label for comparison in comparisons))} comparisons, "
+          f"{len(problems)} missing or unreadable inputs -> {output}")
+    for problem in problems:
+        print(f"  missing: {problem}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,77 @@
+"""The report (experiment/report.py): it reads the steps' files, averages seeds, and names what is missing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from brittle.cli import UserError
+from brittle.outputs import read_csv, write_csv, write_json
+from conftest import assert_user_error, load_script, run_script
+
+report = load_script("experiment/report.py")
+
+
+def write_seed(root: Path, seed: int, forget_b: float, recovery: float, delta_scale: float) -> tuple[str, str]:
+    """Hand-made outputs of Step 0, Step 1 and Step 13 for one seed's Base -> Unlearned comparison."""
+    base, unlearned = f"toy-base-s{seed}", f"toy-unlearned-s{seed}"
+    write_json(root / base / "evals" / "summary.json", {"toy_forget_mcq": {"acc": 1.0}, "toy_retain_mcq": {"acc": 1.0}})
+    write_json(root / unlearned / "evals" / "summary.json",
+               {"toy_forget_mcq": {"acc": forget_b}, "toy_retain_mcq": {"acc": 0.9}})
+    comparison = root / f"{base}__to__{unlearned}"
+    # two matrices: ‖ΔW‖ = (3, 4) * scale, ‖W‖ = (6, 8) -> whole-model relative change 0.5 * scale
+    write_csv(comparison / "weight_comparison" / "per_matrix.csv", [
+        {"name": "layers.0.attention.dense.weight", "layer": 0, "group": "attn", "dW_fro": 3 * delta_scale,
+         "W_fro": 6, "dW_spectral_rel": 0.1, "dW_stable_rank": 1.0},
+        {"name": "layers.0.mlp.dense_4h_to_h.weight", "layer": 0, "group": "mlp", "dW_fro": 4 * delta_scale,
+         "W_fro": 8, "dW_spectral_rel": 0.2, "dW_stable_rank": 3.0},
+    ])
+    write_csv(comparison / f"relearn_attack_seed{seed}" / "summary.csv", [{"recovery_rate": recovery}])
+    return base, unlearned
+
+
+def test_cells_average_seeds_and_name_every_missing_step(tmp_path: Path):
+    root = tmp_path / "outputs"
+    comparisons = [["--comparison", "COMP2 Base -> Unlearned", *write_seed(root, seed, forget_b, recovery, scale)]
+                   for seed, forget_b, recovery, scale in ((42, 0.3, 0.8, 1.0), (123, 0.5, 0.6, 2.0))]
+    report.main([argument for triple in comparisons for argument in triple] +
+                ["--preset", "toy", "--output-root", str(root)])
+
+    summary = {row["measure"]: row for row in read_csv(root / "report_summary.csv")}
+    forget = summary["forget acc (toy_forget_mcq), B"]
+    assert int(forget["n"]) == 2 and float(forget["mean"]) == pytest.approx(0.4)
+    assert float(forget["std"]) == pytest.approx(math.sqrt(0.02))  # sample std of 0.3 and 0.5
+    change = summary["‖ΔW‖_F / ‖W‖_F, whole model"]
+    assert [float(value) for value in change["values"].split()] == pytest.approx([0.5, 1.0])
+    assert float(summary["max σ₁(ΔW) / σ₁(W)"]["mean"]) == pytest.approx(0.2)
+    assert float(summary["mean stable rank of ΔW"]["mean"]) == pytest.approx(2.0)
+    assert float(summary["recovery rate (B − A) / (C − A)"]["mean"]) == pytest.approx(0.7)
+    assert summary["local Lipschitz B/A, forget"]["n"] == "0"
+
+    page = (root / "report.html").read_text()
+    assert "0.400 ± 0.141 (n=2)" in page
+    assert page.count("COMP2 Base -&gt; Unlearned") >= 2  # the column header and the list of comparisons
+    missing = page[page.index("<h2>Missing</h2>"):]
+    for step in ("Step 12 lipschitzness", "Step 3 activation_comparison", "Step 6 wmdp_logit_lens",
+                 "Step 5 linear_probes"):
+        assert step in missing
+    assert "Step 0 evals" not in missing  # every Step 0 file exists
+
+
+def test_an_unreadable_file_is_reported_not_fatal(tmp_path: Path):
+    root = tmp_path / "outputs"
+    base, unlearned = write_seed(root, 42, 0.3, 0.8, 1.0)
+    (root / f"{base}__to__{unlearned}" / "weight_comparison" / "per_matrix.csv").write_text("name,layer\nx,0\n")
+    report.main(["--preset", "toy", "--output-root", str(root)])  # comparisons discovered from the folders
+    page = (root / "report.html").read_text()
+    assert "cannot read" in page and "per_matrix.csv" in page and "KeyError" in page
+
+
+def test_no_outputs_is_one_clear_line(tmp_path: Path):
+    with pytest.raises(UserError, match="does not exist"):
+        report.main(["--output-root", str(tmp_path / "nowhere")])
+    (tmp_path / "empty").mkdir()
+    result = run_script("experiment/report.py", "--output-root", tmp_path / "empty", cwd=tmp_path, check=False)
+    assert_user_error(result, "no comparison folders")
