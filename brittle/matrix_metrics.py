@@ -108,7 +108,8 @@ def grassmann_distance(basis_a: Tensor, basis_b: Tensor) -> float:
 def subspace_alignment(basis_a: Tensor, basis_b: Tensor) -> float:
     """Mean cos² of the principal angles, ‖U_aᵀ U_b‖_F² / k: 1 for the same subspace, 0 for orthogonal ones."""
     overlap = basis_a.T.double() @ basis_b.double()
-    return float((overlap**2).sum()) / min(basis_a.shape[1], basis_b.shape[1])
+    # Bases from a float32 SVD are orthonormal to ~1e-7 only; keep the result in its exact range.
+    return min(1.0, float((overlap**2).sum()) / min(basis_a.shape[1], basis_b.shape[1]))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The parameter-space diagnostics compare `W_base` and `W_modified` matrix by matr
 a whole model in memory: `open_checkpoint_pair` reads only the two checkpoints' headers (names, dtypes,
 shapes, byte offsets), checks that the models have the same parameters, and `matrix_pairs` then reads
 each requested tensor pair straight from disk, hands it over, and lets it go before the next one.
-Peak memory is about the two largest tensors, whatever the size of the model.
+Peak memory is about the two largest tensors (in the computation dtype), whatever the size of the model.
 
     checkpoint_a, checkpoint_b = open_checkpoint_pair("models/toy-base-s42", "models/toy-filtered-s42")
     for pair in matrix_pairs(checkpoint_a, checkpoint_b, checkpoint_a.matrix_names()):
@@ -27,6 +27,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import Tensor
@@ -44,6 +45,7 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
 }
 WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "config.json")  # what a hub snapshot fetches
 INDEX_FILE = "model.safetensors.index.json"
+READ_CHUNK_BYTES = 32 * 2**20  # the conversion buffer of `Checkpoint.read`
 
 
 @dataclass(frozen=True)
@@ -84,21 +86,45 @@ class Checkpoint:
         return sorted((name for name, stored in self.tensors.items()
                        if stored.dtype.is_floating_point and not is_matrix(stored)), key=model_order)
 
-    def read(self, name: str) -> Tensor:
-        """One tensor, freshly read from disk into its own CPU buffer, in its stored dtype."""
+    def read(self, name: str, dtype: torch.dtype | None = None) -> Tensor:
+        """One tensor, freshly read from disk into its own CPU tensor, converted to `dtype` (default: as stored).
+
+        A conversion (e.g. fp16 on disk to fp32 for the arithmetic) goes through a small buffer,
+        `READ_CHUNK_BYTES` at a time, so it never holds the tensor in both dtypes at once: reading a
+        tensor costs exactly the memory of the tensor returned.
+        """
         stored = self.tensors[name]
-        buffer = torch.empty(stored.end - stored.start, dtype=torch.uint8)
+        result = torch.empty(stored.shape, dtype=dtype or stored.dtype)
+        element_size = torch.empty((), dtype=stored.dtype).element_size()
+        count = result.numel()
+        if stored.end - stored.start != count * element_size:
+            raise UserError(f"model {self.model}: {stored.file.name} says {name} has shape {list(stored.shape)} but "
+                            f"stores {stored.end - stored.start} bytes for it; the file is damaged (re-save it)")
         with open(stored.file, "rb") as file:
             file.seek(stored.start)
-            view = memoryview(buffer.numpy())
-            filled = 0
-            while filled < len(view):
-                count = file.readinto(view[filled:])
-                if not count:
-                    raise UserError(f"model {self.model}: {stored.file} ends before the bytes of {name}; "
-                                    "the file is truncated (re-download or re-save it)")
-                filled += count
-        return buffer.view(stored.dtype).reshape(stored.shape)  # little-endian, as on every host torch runs on
+            if result.dtype == stored.dtype:  # no conversion: read straight into the result's memory
+                read_exactly(file, result.view(-1).view(torch.uint8), self.model, name)
+                return result
+            flat = result.view(-1)
+            per_chunk = max(1, READ_CHUNK_BYTES // element_size)
+            chunk = torch.empty(min(per_chunk, count) * element_size, dtype=torch.uint8)
+            for begin in range(0, count, per_chunk):
+                size = min(per_chunk, count - begin)
+                read_exactly(file, chunk[: size * element_size], self.model, name)
+                flat[begin : begin + size].copy_(chunk[: size * element_size].view(stored.dtype))
+        return result  # safetensors is little-endian, as is every host torch runs on
+
+
+def read_exactly(file: BinaryIO, destination: Tensor, model: str, name: str) -> None:
+    """Fill a contiguous uint8 tensor from the file's current position (one clear error if the file ends)."""
+    view = memoryview(destination.numpy())
+    filled = 0
+    while filled < len(view):
+        count = file.readinto(view[filled:])
+        if not count:
+            raise UserError(f"model {model}: {Path(file.name).name} ends before the bytes of {name}; "
+                            "the file is truncated (re-download or re-save it)")
+        filled += count
 
 
 @dataclass
@@ -233,6 +259,6 @@ def matrix_pairs(checkpoint_a: Checkpoint, checkpoint_b: Checkpoint, names: Iter
     so a pair is freed as soon as the caller lets go of it.
     """
     for name in names:
-        base = checkpoint_a.read(name).to(device=device, dtype=dtype)
-        modified = checkpoint_b.read(name).to(device=device, dtype=dtype)
+        base = checkpoint_a.read(name, dtype).to(device)
+        modified = checkpoint_b.read(name, dtype).to(device)
         yield MatrixPair(name, parameter_role(name), as_output_by_input(name, base), as_output_by_input(name, modified))

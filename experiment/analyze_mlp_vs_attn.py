@@ -91,7 +91,7 @@ def layer_breakdown(per_layer: list[dict[str, str]]) -> list[dict]:
         attn, mlp = groups[layer]["attn"], groups[layer]["mlp"]
         attn_fro, mlp_fro = float(attn["dW_fro_layer"]), float(mlp["dW_fro_layer"])
         attn_rel, mlp_rel = float(attn["dW_fro_layer_rel"]), float(mlp["dW_fro_layer_rel"])
-        mlp_attn_ratio = ratio(mlp_rel, attn_rel)
+        mlp_attn_ratio = change_ratio(mlp_rel, attn_rel)
         rows.append({
             "layer": layer,
             "attn_dW_fro": attn_fro,
@@ -99,11 +99,18 @@ def layer_breakdown(per_layer: list[dict[str, str]]) -> list[dict]:
             "attn_dW_fro_rel": attn_rel,
             "mlp_dW_fro_rel": mlp_rel,
             "mlp_attn_ratio": mlp_attn_ratio,
-            "mlp_attn_ratio_raw": ratio(mlp_fro, attn_fro),
+            "mlp_attn_ratio_raw": change_ratio(mlp_fro, attn_fro),
             "mlp_share": ratio(mlp_fro**2, mlp_fro**2 + attn_fro**2),
             "dominant": "" if math.isnan(mlp_attn_ratio) else ("mlp" if mlp_attn_ratio > 1 else "attn"),
         })
     return rows
+
+
+def change_ratio(mlp_change: float, attn_change: float) -> float:
+    """MLP change / attention change: inf when only the MLP moved, NaN when neither did."""
+    if attn_change == 0:
+        return math.inf if mlp_change > 0 else math.nan
+    return mlp_change / attn_change
 
 
 def component_shares(per_component: list[dict[str, str]]) -> list[dict]:

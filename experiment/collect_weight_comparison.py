@@ -296,8 +296,8 @@ def vector_totals(checkpoint_a, checkpoint_b, device: str, dtype: torch.dtype) -
     names = checkpoint_a.vector_names()
     delta_squared = weight_squared = 0.0
     for name in names:
-        base = checkpoint_a.read(name).to(device=device, dtype=dtype)
-        modified = checkpoint_b.read(name).to(device=device, dtype=dtype)
+        base = checkpoint_a.read(name, dtype).to(device)
+        modified = checkpoint_b.read(name, dtype).to(device)
         delta_squared += frobenius_norm(modified - base) ** 2
         weight_squared += frobenius_norm(base) ** 2
     return {"count": len(names), "dW_norm": math.sqrt(delta_squared), "W_norm": math.sqrt(weight_squared),
