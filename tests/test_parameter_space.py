@@ -314,11 +314,12 @@ def test_sharded_gpt_neox_pair_streams_every_shard_and_splits_interleaved_heads(
 
     model_a, model_b = save_pair(tmp_path, config, edits, max_shard_size="20KB")
     assert len(list(model_a.glob("*.safetensors"))) > 3 and (model_a / "model.safetensors.index.json").exists()
-    comparison = run_all_steps(model_a, model_b, tmp_path / "outputs")
-    per_matrix, _ = check_layout_and_aggregates(comparison)
-    assert len(per_matrix) == 2 + 2 * 4  # embed_in, embed_out, and four matrices per layer
-    components = {(row["layer"], row["component"]): row
-                  for row in numeric(read_csv(comparison / "weight_comparison" / "per_component.csv"))}
+    assert run_step("weight_comparison", model_a=model_a, model_b=model_b, output_root=tmp_path / "outputs") == 0
+    weight_comparison = tmp_path / "outputs" / "model-a__to__model-b" / "weight_comparison"
+    per_matrix = numeric(read_csv(weight_comparison / "per_matrix.csv"))
+    assert len(per_matrix) == 2 + 2 * 4  # embed_in, embed_out, and four matrices per layer, from every shard
+    components = {(row["layer"], row["component"]): row for row in numeric(read_csv(weight_comparison /
+                                                                                     "per_component.csv"))}
     assert components[(1, "v")]["dW_fro"] > 0 and components[(1, "v")]["dW_stable_rank"] == pytest.approx(1, rel=1e-3)
     assert components[(1, "q")]["dW_fro"] == 0 and components[(1, "k")]["dW_fro"] == 0
 
