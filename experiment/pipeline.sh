@@ -18,7 +18,7 @@
 #   OUTPUT_ROOT   where results go (default outputs/)
 #   DEVICE, DTYPE passed to every step (default auto, auto)
 #   STEPS         only run these steps, by output folder name (e.g. STEPS="evals weight_comparison");
-#                 default all
+#                 default all. Steps left out are neither run nor reported as skipped
 #   WORKDIR       where data/, models/, unlearned_models/ and outputs/ live (default: the repository root)
 #
 # COMP1 (Base -> Filtered: what genuine ignorance looks like) and COMP2 (Base -> Unlearned: what post-hoc
@@ -78,11 +78,17 @@ run_step() {
     RAN+=("$label ($((SECONDS - step_start)) s)")
 }
 
-# step_done STEP MODEL [MODEL_B]: true when the step's output folder exists (and no --force),
-# or when STEPS names other steps only.
+# step_selected STEP: true unless STEPS names other steps only (every step this run knows is remembered,
+# so that a misspelt name in STEPS can be pointed out in the summary).
+KNOWN_STEPS=" "
+step_selected() {
+    [[ $KNOWN_STEPS == *" $1 "* ]] || KNOWN_STEPS+="$1 "
+    [[ -z ${STEPS:-} || " $STEPS " == *" $1 "* ]]
+}
+
+# step_done STEP MODEL [MODEL_B]: true when the step's output folder exists (and no --force).
 step_done() {
     local step=$1 model=$2 model_b=${3:-}
-    if [[ -n ${STEPS:-} && " $STEPS " != *" $step "* ]]; then return 0; fi
     [[ ${#FORCE[@]} -eq 0 ]] || return 1
     uv run --quiet "$REPO/experiment/plan.py" done --step "$step" --model "$model" ${model_b:+--model-b "$model_b"} \
         --output-root "$OUTPUT_ROOT"
@@ -92,6 +98,7 @@ step_done() {
 per_model_step() {
     local step=$1 model=$2 script=$3
     shift 3
+    step_selected "$step" || return 0
     if step_done "$step" "$model"; then
         SKIPPED+=("$step: $model")
         return
@@ -104,6 +111,7 @@ per_model_step() {
 pairwise_step() {
     local step=$1 model_a=$2 model_b=$3 script=$4
     shift 4
+    step_selected "$step" || return 0
     if step_done "$step" "$model_a" "$model_b"; then
         SKIPPED+=("$step: $model_a -> $model_b")
         return
@@ -203,6 +211,17 @@ if [[ $ENABLE_CB_COMPARISONS == 1 ]]; then
     add_comparison "COMP6 Unlearned -> Filtered" "$UNLEARNED" "$FILTERED"  # how far unlearning is from ignorance
 fi
 
+# A model folder that does not exist stops the pipeline before any step runs (hub ids, which need the
+# network, are checked by the steps themselves; a name with at most one '/' that is no folder is a hub id).
+for index in "${!MODELS[@]}"; do
+    model=${MODELS[index]}
+    if [[ ! -d $model ]] && [[ -e $model || $model == /* || $model == .* || $model == "~"* || $model == */*/* ]]; then
+        echo "error: model $model not found (the ${MODEL_LABELS[index]} model): no such folder; set BASE, FILTERED," \
+             "UNLEARNED, PRETRAIN or CB_MODEL to an existing model folder or a hub id" >&2
+        exit 2
+    fi
+done
+
 # The steps. Each diagnostic is one line in one of these two functions.
 per_model_steps() {
     local model=$1
@@ -235,6 +254,11 @@ echo "Ran ${#RAN[@]} step(s):"
 for entry in "${RAN[@]+"${RAN[@]}"}"; do echo "  - $entry"; done
 echo "Skipped ${#SKIPPED[@]} finished step(s) (pass --force to redo them):"
 for entry in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  - $entry"; done
+for step in ${STEPS:-}; do
+    if [[ $KNOWN_STEPS != *" $step "* ]]; then
+        echo "warning: STEPS names '$step', which is not a step of this pipeline (steps:$KNOWN_STEPS)" >&2
+    fi
+done
 echo "Results per model (<folder>/<step>/):"
 for index in "${!MODELS[@]}"; do
     printf '  %-40s %s\n' "${MODEL_LABELS[index]}:" "${FOLDERS[index]}/"
