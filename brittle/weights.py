@@ -34,7 +34,6 @@ from torch import Tensor
 
 from brittle.architecture import ParameterRole, as_output_by_input, parameter_role
 from brittle.cli import UserError
-from brittle.models import check_model_reference
 from brittle.runtime import DTYPES
 
 # safetensors dtype codes -> torch dtypes (https://github.com/huggingface/safetensors, "Format").
@@ -191,11 +190,18 @@ def safetensors_files(folder: Path, model: str) -> list[Path]:
 
 
 def checkpoint_folder(model: str) -> Path:
-    """A local folder holding the model's safetensors files: the model's own folder, or a hub snapshot."""
-    check_model_reference(model)  # one clear line for a missing folder or an unknown hub id
+    """A local folder holding the model's safetensors files: the model's own folder, or a hub snapshot.
+
+    A local folder needs no transformers at all (importing it costs seconds per step); only a name that
+    is not a folder goes through `check_model_reference`, for one clear line on a missing folder or an
+    unknown hub id.
+    """
     path = Path(model).expanduser()
     if path.is_dir():
         return path
+    from brittle.models import check_model_reference
+
+    check_model_reference(model)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 

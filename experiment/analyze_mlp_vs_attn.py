@@ -38,7 +38,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
-from brittle.matrix_metrics import ratio
 from brittle.outputs import (
     comparison_name,
     comparison_step_dir,
@@ -104,6 +103,11 @@ def layer_breakdown(per_layer: list[dict[str, str]]) -> list[dict]:
             "dominant": "" if math.isnan(mlp_attn_ratio) else ("mlp" if mlp_attn_ratio > 1 else "attn"),
         })
     return rows
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN when the denominator is 0 (this step needs no torch, so no matrix_metrics)."""
+    return numerator / denominator if denominator != 0 else math.nan
 
 
 def change_ratio(mlp_change: float, attn_change: float) -> float:

@@ -52,7 +52,7 @@ def test_pipeline_runs_steps_1_4_7_10_for_both_comparisons_then_skips_them(toy_o
         for folder, files in SEED_LAYOUT.items():
             present = {path.name for path in (comparison / folder).iterdir()}
             assert files <= present, f"{comparison.name}/{folder}: missing {files - present}"
-        assert f"{comparison}/" in first.stdout  # the summary says where the results are
+        assert f"outputs/{comparison.name}/" in first.stdout  # the summary says where the results are
 
     # Independently trained (filtered) vs 40 fine-tuning steps: the relative change differs by orders of magnitude.
     filtered_change, finetuned_change = total_change(comp1)["dW_fro_rel_total"], total_change(comp2)["dW_fro_rel_total"]
