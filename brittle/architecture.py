@@ -29,7 +29,9 @@ from torch import Tensor, nn
 
 from brittle.cli import UserError
 
-LAYER_INDEX = re.compile(r"\.(?:layers|h)\.(\d+)\.")
+# `gpt_neox.layers.3.`, `model.layers.3.`, `transformer.h.3.`, and `h.3.` at the start of a name (the GPT-2
+# checkpoints on the hub store their parameters without the `transformer.` prefix).
+LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
 
 # (pattern searched in the parameter name, group, component); the first match wins.
 COMPONENT_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
@@ -84,6 +86,28 @@ def as_output_by_input(name: str, weight: Tensor) -> Tensor:
     if weight.ndim == 2 and any(fragment in name for fragment in CONV1D_FRAGMENTS):
         return weight.T
     return weight
+
+
+def split_fused_qkv(name: str, weight: Tensor, num_attention_heads: int | None) -> dict[str, Tensor]:
+    """A fused query/key/value weight (out, in) split into its q, k and v matrices; {} for other weights.
+
+    GPT-NeoX interleaves per head: output rows are [head 0: q k v][head 1: q k v]..., each block
+    `head_size` rows (its attention views the output as (heads, 3 * head_size) and chunks it in three).
+    GPT-2's `c_attn` (once transposed to (out, in)) is [all q][all k][all v]. `weight` must already be
+    (out, in), as `as_output_by_input` returns it; GPT-NeoX needs the model's number of heads.
+    """
+    role = parameter_role(name)
+    if role.component != "qkv" or weight.ndim != 2:
+        return {}
+    if ".c_attn." in name:  # GPT-2: three contiguous blocks
+        return dict(zip(("q", "k", "v"), weight.chunk(3, dim=0), strict=True))
+    if not num_attention_heads:
+        return {}
+    out_features, in_features = weight.shape
+    head_size = out_features // (3 * num_attention_heads)
+    per_head = weight.reshape(num_attention_heads, 3, head_size, in_features)
+    return {part: per_head[:, index].reshape(num_attention_heads * head_size, in_features)
+            for index, part in enumerate(("q", "k", "v"))}
 
 
 def _first_attribute(root: nn.Module, dotted_paths: tuple[str, ...], what: str) -> nn.Module:

@@ -4,20 +4,27 @@
 #   PRESET=toy ./experiment/pipeline.sh      # the toy organism: offline, CPU, minutes
 #   ./experiment/pipeline.sh                 # the real deep-ignorance models (PRESET=real)
 #   ./experiment/pipeline.sh --force         # recompute every step
+#   ENABLE_PRETRAIN_COMPARISON=1 ENABLE_CB_COMPARISONS=1 ./experiment/pipeline.sh   # everything
 #
 # Settings (environment variables):
 #   PRESET        real (default) or toy: model names, data paths, eval tasks, defaults (brittle/presets.py)
 #   SEED          seed of the organism and of every step (default 42)
 #   BASE, FILTERED, UNLEARNED, PRETRAIN, CB_MODEL
-#                 override the preset's models (hub ids or local folders)
+#                 override the preset's models (hub ids or local folders). Under PRESET=toy an empty
+#                 UNLEARNED (the default) is made with `unlearn/run_unlearn.sh cb_lat`, and an empty
+#                 CB_MODEL with `unlearn/run_unlearn.sh cb` when the CB comparisons are on
+#   ENABLE_PRETRAIN_COMPARISON=1   adds COMP3: Base -> pretraining checkpoint (default 0)
+#   ENABLE_CB_COMPARISONS=1        adds COMP4: Base -> CB, COMP5: CB -> Unlearned, COMP6: Unlearned -> Filtered
 #   OUTPUT_ROOT   where results go (default outputs/)
 #   DEVICE, DTYPE passed to every step (default auto, auto)
-#   STEPS         only run these steps, by output folder name (e.g. STEPS="evals"); default all
-#   WORKDIR       where data/, models/ and outputs/ live (default: the repository root)
+#   STEPS         only run these steps, by output folder name (e.g. STEPS="evals weight_comparison");
+#                 default all. Steps left out are neither run nor reported as skipped
+#   WORKDIR       where data/, models/, unlearned_models/ and outputs/ live (default: the repository root)
 #
-# Per-model steps run once per model (outputs/<model>/<step>/); pairwise steps once per
-# comparison (outputs/<model_a>__to__<model_b>/<step>/), always with Base as the reference.
-# --force recomputes the steps; the toy data and organism are inputs, rebuilt only when missing.
+# COMP1 (Base -> Filtered: what genuine ignorance looks like) and COMP2 (Base -> Unlearned: what post-hoc
+# unlearning looks like) always run. Per-model steps run once per model (outputs/<model>/<step>/);
+# pairwise steps once per comparison (outputs/<model_a>__to__<model_b>/<step>/). --force recomputes the
+# steps; the toy data, organism and unlearned models are inputs, made only when missing.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "${WORKDIR:-$REPO}"
@@ -34,6 +41,14 @@ for argument in "$@"; do
         *) echo "error: unknown argument '$argument'; the only argument is --force (settings are environment variables)" >&2
            exit 2 ;;
     esac
+done
+ENABLE_PRETRAIN_COMPARISON=${ENABLE_PRETRAIN_COMPARISON:-0}
+ENABLE_CB_COMPARISONS=${ENABLE_CB_COMPARISONS:-0}
+for flag in ENABLE_PRETRAIN_COMPARISON ENABLE_CB_COMPARISONS; do
+    if [[ ${!flag} != 0 && ${!flag} != 1 ]]; then
+        echo "error: $flag='${!flag}' is not a valid value; use $flag=1 to enable it or 0 (the default) to leave it off" >&2
+        exit 2
+    fi
 done
 case $PRESET in
     real) ;;
@@ -54,16 +69,26 @@ run_step() {
     shift
     echo
     echo "==> $label"
-    local step_start=$SECONDS
-    "$@"
+    local step_start=$SECONDS status=0
+    "$@" || status=$?
+    if [[ $status -ne 0 ]]; then
+        echo "error: '$label' failed (exit $status); fix the problem above and re-run: finished steps are skipped" >&2
+        exit "$status"
+    fi
     RAN+=("$label ($((SECONDS - step_start)) s)")
 }
 
-# step_done STEP MODEL [MODEL_B]: true when the step's output folder exists (and no --force),
-# or when STEPS names other steps only.
+# step_selected STEP: true unless STEPS names other steps only (every step this run knows is remembered,
+# so that a misspelt name in STEPS can be pointed out in the summary).
+KNOWN_STEPS=" "
+step_selected() {
+    [[ $KNOWN_STEPS == *" $1 "* ]] || KNOWN_STEPS+="$1 "
+    [[ -z ${STEPS:-} || " $STEPS " == *" $1 "* ]]
+}
+
+# step_done STEP MODEL [MODEL_B]: true when the step's output folder exists (and no --force).
 step_done() {
     local step=$1 model=$2 model_b=${3:-}
-    if [[ -n ${STEPS:-} && " $STEPS " != *" $step "* ]]; then return 0; fi
     [[ ${#FORCE[@]} -eq 0 ]] || return 1
     uv run --quiet "$REPO/experiment/plan.py" done --step "$step" --model "$model" ${model_b:+--model-b "$model_b"} \
         --output-root "$OUTPUT_ROOT"
@@ -73,6 +98,7 @@ step_done() {
 per_model_step() {
     local step=$1 model=$2 script=$3
     shift 3
+    step_selected "$step" || return 0
     if step_done "$step" "$model"; then
         SKIPPED+=("$step: $model")
         return
@@ -85,6 +111,7 @@ per_model_step() {
 pairwise_step() {
     local step=$1 model_a=$2 model_b=$3 script=$4
     shift 4
+    step_selected "$step" || return 0
     if step_done "$step" "$model_a" "$model_b"; then
         SKIPPED+=("$step: $model_a -> $model_b")
         return
@@ -94,7 +121,8 @@ pairwise_step() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Preparation: the organism's data and models (toy preset only; real models come from the hub).
+# Preparation (toy preset): the organism's data and models, then the unlearned models. Real models
+# come from the hub.
 # ---------------------------------------------------------------------------------------------
 if [[ $PRESET == toy ]]; then
     if [[ -d data/toy ]]; then
@@ -109,25 +137,103 @@ if [[ $PRESET == toy ]]; then
     fi
 fi
 
+# make_unlearned_model VARIABLE METHOD: when VARIABLE (UNLEARNED or CB_MODEL) is empty, make that model with
+# the unlearning runner under the toy preset (which trains, or skips a finished configuration) and set
+# VARIABLE to the folder it reports.
+make_unlearned_model() {
+    local variable=$1 method=$2
+    [[ -z ${!variable} ]] || return 0
+    local runner="$REPO/unlearn/run_unlearn.sh"
+    if [[ $PRESET != toy ]]; then
+        echo "error: $variable is empty; name the model, e.g. $variable=EleutherAI/deep-ignorance-unfiltered-cb-lat" >&2
+        exit 2
+    fi
+    if [[ ! -x $runner ]]; then
+        echo "error: $variable is empty and $runner is missing, so the toy $method model cannot be made;" \
+             "set $variable=<model folder>" >&2
+        exit 2
+    fi
+    local folder
+    folder=$(PRINT_OUTDIR=1 PRESET=toy SEED="$SEED" "$runner" "$method")
+    if [[ -d $folder ]]; then
+        SKIPPED+=("toy $method model: $folder")
+    else
+        run_step "toy $method model (seed $SEED)" env PRESET=toy SEED="$SEED" "$runner" "$method"
+        if [[ ! -d $folder ]]; then
+            echo "error: $runner $method finished but its model folder $folder does not exist" >&2
+            exit 1
+        fi
+    fi
+    printf -v "$variable" '%s' "$folder"
+}
+
+make_unlearned_model UNLEARNED cb_lat  # the default intervention: circuit breakers + latent adversarial training
+if [[ $ENABLE_CB_COMPARISONS == 1 ]]; then
+    make_unlearned_model CB_MODEL cb  # circuit breakers alone: the CB -> CB-LAT ablation chain
+fi
+
 # ---------------------------------------------------------------------------------------------
 # The models and comparisons under study.
 # ---------------------------------------------------------------------------------------------
-MODELS=("$BASE" "$FILTERED")
-COMPARISONS=("$BASE|$FILTERED")  # COMP1: Base -> Filtered (what does genuine ignorance look like?)
-if [[ -n $UNLEARNED ]]; then
-    MODELS+=("$UNLEARNED")
-    COMPARISONS+=("$BASE|$UNLEARNED")  # COMP2: Base -> Unlearned (what does post-hoc unlearning look like?)
+MODEL_LABELS=() MODELS=()
+COMPARISON_LABELS=() COMPARISONS=()  # COMPARISONS holds "MODEL_A|MODEL_B"
+
+# add_model LABEL MODEL: a model whose per-model steps run (each model once, whatever its roles).
+add_model() {
+    local label=$1 model=$2 index
+    for index in "${!MODELS[@]}"; do
+        if [[ ${MODELS[$index]} == "$model" ]]; then
+            MODEL_LABELS[index]+=", $label"
+            return
+        fi
+    done
+    MODEL_LABELS+=("$label") MODELS+=("$model")
+}
+
+# add_comparison LABEL MODEL_A MODEL_B: a comparison whose pairwise steps run, B against reference A.
+add_comparison() {
+    COMPARISON_LABELS+=("$1") COMPARISONS+=("$2|$3")
+}
+
+add_model Base "$BASE"
+add_model Filtered "$FILTERED"
+add_model Unlearned "$UNLEARNED"
+add_comparison "COMP1 Base -> Filtered" "$BASE" "$FILTERED"            # what does genuine ignorance look like?
+add_comparison "COMP2 Base -> Unlearned" "$BASE" "$UNLEARNED"          # what does post-hoc unlearning look like?
+if [[ $ENABLE_PRETRAIN_COMPARISON == 1 ]]; then
+    add_model "Pretraining checkpoint" "$PRETRAIN"
+    add_comparison "COMP3 Base -> Pretraining checkpoint" "$BASE" "$PRETRAIN"  # training-stage effects
+fi
+if [[ $ENABLE_CB_COMPARISONS == 1 ]]; then
+    add_model CB "$CB_MODEL"
+    add_comparison "COMP4 Base -> CB" "$BASE" "$CB_MODEL"                # circuit breakers alone
+    add_comparison "COMP5 CB -> Unlearned" "$CB_MODEL" "$UNLEARNED"      # what LAT adds on top of CB
+    add_comparison "COMP6 Unlearned -> Filtered" "$UNLEARNED" "$FILTERED"  # how far unlearning is from ignorance
 fi
 
-# The steps. Each later diagnostic adds one line to one of these two functions.
+# A model folder that does not exist stops the pipeline before any step runs (hub ids, which need the
+# network, are checked by the steps themselves; a name with at most one '/' that is no folder is a hub id).
+for index in "${!MODELS[@]}"; do
+    model=${MODELS[index]}
+    if [[ ! -d $model ]] && [[ -e $model || $model == /* || $model == .* || $model == "~"* || $model == */*/* ]]; then
+        echo "error: model $model not found (the ${MODEL_LABELS[index]} model): no such folder; set BASE, FILTERED," \
+             "UNLEARNED, PRETRAIN or CB_MODEL to an existing model folder or a hub id" >&2
+        exit 2
+    fi
+done
+
+# The steps. Each diagnostic is one line in one of these two functions.
 per_model_steps() {
     local model=$1
-    per_model_step evals "$model" experiment/eval.py --preset "$PRESET"  # Step 0
+    per_model_step evals "$model" experiment/eval.py --preset "$PRESET"                                    # Step 0
 }
 
 pairwise_steps() {
     local model_a=$1 model_b=$2
-    :  # Steps 1-4 and 7-12 go here: pairwise_step <folder> "$model_a" "$model_b" <script> [args]
+    pairwise_step weight_comparison "$model_a" "$model_b" experiment/collect_weight_comparison.py        # Step 1
+    pairwise_step mlp_attn_analysis "$model_a" "$model_b" experiment/analyze_mlp_vs_attn.py              # Step 4
+    pairwise_step null_space_analysis "$model_a" "$model_b" experiment/null_space_analysis.py            # Step 7
+    pairwise_step mlp_nullspace "$model_a" "$model_b" experiment/mlp_nullspace_alignment.py              # Step 10
 }
 
 for model in "${MODELS[@]}"; do
@@ -140,10 +246,24 @@ done
 # ---------------------------------------------------------------------------------------------
 # Summary
 # ---------------------------------------------------------------------------------------------
+mapfile -t FOLDERS < <(uv run --quiet "$REPO/experiment/plan.py" where --output-root "$OUTPUT_ROOT" \
+    "${MODELS[@]}" "${COMPARISONS[@]}")
 echo
 echo "==> Pipeline finished in $((SECONDS - START_SECONDS)) s (PRESET=$PRESET, SEED=$SEED)"
 echo "Ran ${#RAN[@]} step(s):"
 for entry in "${RAN[@]+"${RAN[@]}"}"; do echo "  - $entry"; done
 echo "Skipped ${#SKIPPED[@]} finished step(s) (pass --force to redo them):"
 for entry in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  - $entry"; done
-echo "Outputs: $OUTPUT_ROOT/<model>/<step>/ and $OUTPUT_ROOT/<model_a>__to__<model_b>/<step>/"
+for step in ${STEPS:-}; do
+    if [[ $KNOWN_STEPS != *" $step "* ]]; then
+        echo "warning: STEPS names '$step', which is not a step of this pipeline (steps:$KNOWN_STEPS)" >&2
+    fi
+done
+echo "Results per model (<folder>/<step>/):"
+for index in "${!MODELS[@]}"; do
+    printf '  %-40s %s\n' "${MODEL_LABELS[index]}:" "${FOLDERS[index]}/"
+done
+echo "Results per comparison (<folder>/<step>/):"
+for index in "${!COMPARISONS[@]}"; do
+    printf '  %-40s %s\n' "${COMPARISON_LABELS[index]}:" "${FOLDERS[${#MODELS[@]} + index]}/"
+done

@@ -14,6 +14,9 @@
     uv run experiment/plan.py done --step evals --model M [--model-b B] [--output-root R]
         exit status 0 when that step's output folder exists (the step finished), 1 otherwise
 
+    uv run experiment/plan.py where [--output-root R] M 'A|B' ...
+        prints, one per line, the results folder of a model (`R/<model>`) or a comparison (`R/<a>__to__<b>`)
+
 Both answer in a fraction of a second, which keeps a re-run of a finished pipeline fast: the
 drivers skip finished steps without starting Python processes that import torch.
 """
@@ -23,9 +26,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from brittle.cli import run_cli
-from brittle.outputs import comparison_step_dir, model_step_dir
+from brittle.outputs import comparison_name, comparison_step_dir, model_slug, model_step_dir
 from brittle.presets import get_preset
 
 # Shell variable -> preset field.
@@ -63,10 +67,18 @@ def main() -> None:
     done_parser.add_argument("--model", required=True, help="the model (model A of a comparison)")
     done_parser.add_argument("--model-b", default=None, help="model B, for a pairwise step")
     done_parser.add_argument("--output-root", default="outputs")
+    where_parser = commands.add_parser("where", help="print the results folders of models and comparisons")
+    where_parser.add_argument("entries", nargs="+", help="a model, or a comparison written 'MODEL_A|MODEL_B'")
+    where_parser.add_argument("--output-root", default="outputs")
     args = parser.parse_args()
 
     if args.command == "preset":
         print_preset(args.preset, args.seed)
+        return
+    if args.command == "where":
+        for entry in args.entries:
+            model_a, _, model_b = entry.partition("|")
+            print(Path(args.output_root) / (comparison_name(model_a, model_b) if model_b else model_slug(model_a)))
         return
     if args.model_b:
         folder = comparison_step_dir(args.model, args.model_b, args.step, args.output_root)

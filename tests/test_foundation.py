@@ -65,8 +65,10 @@ def test_organism_models_are_hugging_face_folders_trained_within_budget(toy_orga
     assert not all((base[name] == filtered[name]).all() for name in base)
 
 
-def test_pipeline_step_0_meets_the_quality_bar_then_skips_and_forces(toy_organism: ToyOrganism):
-    first = run_pipeline(toy_organism.workspace)
+def test_pipeline_step_0_meets_the_quality_bar_then_skips_and_forces(toy_organism: ToyOrganism, finetuned_base: Path):
+    # The fine-tuned stand-in plays the unlearned model (the third role, whose Step 0 runs too).
+    only_step_0 = {"STEPS": "evals", "UNLEARNED": str(finetuned_base)}
+    first = run_pipeline(toy_organism.workspace, **only_step_0)
     base, filtered = read_summary(toy_organism, toy_organism.base), read_summary(toy_organism, toy_organism.filtered)
     assert base["toy_forget_mcq"]["acc"] >= 0.80
     assert filtered["toy_forget_mcq"]["acc"] <= 0.35
@@ -78,13 +80,13 @@ def test_pipeline_step_0_meets_the_quality_bar_then_skips_and_forces(toy_organis
     assert "Pipeline finished" in first.stdout
 
     started = time.perf_counter()
-    second = run_pipeline(toy_organism.workspace)
+    second = run_pipeline(toy_organism.workspace, **only_step_0)
     assert time.perf_counter() - started < 60
     assert "Ran 0 step(s)" in second.stdout and "evals: models/toy-base-s42" in second.stdout
 
     stamp = (evals / "summary.json").stat().st_mtime_ns
-    forced = run_pipeline(toy_organism.workspace, "--force", STEPS="evals")
-    assert "Ran 2 step(s)" in forced.stdout
+    forced = run_pipeline(toy_organism.workspace, "--force", **only_step_0)
+    assert "Ran 3 step(s)" in forced.stdout
     assert (evals / "summary.json").stat().st_mtime_ns != stamp
     assert read_summary(toy_organism, toy_organism.base) == base  # same model, same numbers
 
