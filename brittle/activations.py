@@ -68,8 +68,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Command-line flags shared by the activation steps
 # ---------------------------------------------------------------------------------------------
 
-def add_activation_arguments(parser: argparse.ArgumentParser, texts: bool = True) -> None:
-    """`--preset`, the text files and `--max-samples`, and how activations are computed and cached."""
+def add_activation_arguments(parser: argparse.ArgumentParser, texts: bool = True, cache: bool = True) -> None:
+    """`--preset`, the text files and `--max-samples`, and how activations are computed and cached.
+
+    `cache=False` leaves out the cache flags, for a step that cannot reuse hidden states (Step 12).
+    """
     parser.add_argument("--preset", choices=["real", "toy"], default="real",
                         help="which world's default text files (default real)")
     if texts:
@@ -80,6 +83,8 @@ def add_activation_arguments(parser: argparse.ArgumentParser, texts: bool = True
     parser.add_argument("--max-length", type=int, default=512,
                         help="tokens per text, longer ones are cut (default 512)")
     parser.add_argument("--batch-size", type=int, default=8, help="texts per forward pass batch (default 8)")
+    if not cache:
+        return
     parser.add_argument("--cache-dir", default=None,
                         help="where hidden states are cached (default <output-root>/.activation_cache)")
     parser.add_argument("--no-cache", action="store_true",

@@ -18,11 +18,13 @@ questions under `--preset toy`) read out at every layer through a lens:
   the questions), SGD with Nesterov momentum 0.9, learning rate 1.0 × (1 - 0.9), weight decay 1e-3,
   linear decay over 250 steps, gradient clipping at 1. The final layer needs no translator.
 
-Each question is scored exactly as lm-evaluation-harness scores it (so the last layer reproduces the
-Step 0 accuracy): every choice is the continuation of the question after one space, tokenised as
-lm-eval does (the context's trailing spaces move to the continuation; context + continuation is
-encoded whole and split at the context's length), and the choice with the largest summed
-log-likelihood of its tokens wins.
+Each question is scored exactly as lm-evaluation-harness scores it, by the same functions as the
+in-process scorer (`brittle.multiple_choice`): every choice is the continuation of the question after
+one space, split from it as lm-eval splits it, and the choice whose tokens have the largest summed
+log-probability wins. The only difference is where the logits come from: the lens at layer l instead
+of the model's head, so the last layer reproduces the Step 0 accuracy. One forward pass over the
+questions (cached like every other split) records the hidden states at the positions that predict a
+choice's tokens; every layer and both lenses are read from it.
 
 | metric         | what it tells you                                                              |
 |----------------|--------------------------------------------------------------------------------|
@@ -45,8 +47,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,12 @@ from brittle.activations import (
 from brittle.architecture import final_norm
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.models import check_model_reference
+from brittle.multiple_choice import (
+    EncodedChoice,
+    accuracy_from_scores,
+    continuation_log_likelihoods,
+    encode_questions,
+)
 from brittle.outputs import model_step_dir, read_jsonl, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.presets import get_preset
@@ -77,10 +84,12 @@ COLUMNS = ["layer", "accuracy", "delta_from_final", "heldout_kl", "num_questions
 LENSES = {"logit": ["logit"], "tuned": ["tuned"], "both": ["logit", "tuned"]}
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when the config names no context length
 ROW_CHUNK = 1024  # positions unembedded at once
+PAIR_BATCH = 256  # (question, choice) pairs scored at once
+TUNED_LENS_BATCH_TOKENS = {"real": 4096, "toy": 512}  # tuned-lens itself uses 2**18 on the Pile
 
 
 # ---------------------------------------------------------------------------------------------
-# Questions, tokenised exactly as lm-eval's loglikelihood requests
+# Questions: the (question, choice) pairs lm-eval scores, and the one forward pass they need
 # ---------------------------------------------------------------------------------------------
 
 def read_questions(path: Path, limit: int | None) -> list[dict]:
@@ -98,17 +107,6 @@ def read_questions(path: Path, limit: int | None) -> list[dict]:
     return questions
 
 
-def encode_pair(tokenizer: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-eval's causal-LM encoding of (context, continuation): trailing spaces of the context move to the
-    continuation, the whole string is encoded and split at the length of the encoded context."""
-    spaces = len(context) - len(context.rstrip())
-    if spaces:
-        context, continuation = context[:-spaces], context[-spaces:] + continuation
-    whole = tokenizer.encode(context + continuation)
-    context_length = len(tokenizer.encode(context))
-    return whole[:context_length], whole[context_length:]
-
-
 def context_window(model_config) -> int:
     """The longest input lm-eval feeds this model (its configured context length, else 2048)."""
     for attribute in ("n_positions", "max_position_embeddings", "n_ctx"):
@@ -117,66 +115,50 @@ def context_window(model_config) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-@dataclass
-class ChoiceIndex:
-    """Where each choice's scored positions are among the recorded rows, and what they must predict."""
+@dataclass(frozen=True)
+class QuestionPass:
+    """What one forward pass over the questions runs, and where each pair's scored positions land.
 
-    rows: Tensor  # recorded row of every scored position, all choices concatenated
-    targets: Tensor  # the token each of those positions should predict
-    choice_of_row: Tensor  # which (flattened) choice each position belongs to
-    question_of_choice: Tensor  # which question each choice belongs to
-    position_of_choice: Tensor  # the choice's index within its question
-    answers: Tensor  # the correct choice's index within its question, per question
-    max_choices: int
-
-
-def multiple_choice_split(tokenizer: PreTrainedTokenizerBase, questions: list[dict], max_length: int,
-                          source: Path) -> tuple[TokenizedSplit, list[list[tuple[int, int, list[int]]]]]:
-    """The unique input sequences to run, and per choice (sequence, first scored position, target tokens).
-
-    As in lm-eval, the model reads (context + continuation)[-(max_length + 1):][:-1] and the last
-    len(continuation) positions predict the continuation. Choices whose inputs coincide (e.g. the
-    single-token answers " A" ... " D" of WMDP) share one sequence.
+    As in lm-eval, a pair's model input is (context + continuation)[-(window + 1):][:-1] and its last
+    len(continuation) positions predict the continuation. Pairs whose inputs coincide (the one-token
+    answers " A" ... " D" of WMDP) share one sequence. Only the scored positions are recorded.
     """
-    sequence_index: dict[tuple[int, ...], int] = {}
+
+    pairs: list[EncodedChoice]
+    split: TokenizedSplit
+    first_scored: list[tuple[int, int]]  # per pair: (sequence, position predicting its first token)
+
+    def rows(self, activations: SplitActivations, pair_number: int) -> Tensor:
+        """The recorded rows (one per continuation token) of pair `pair_number`."""
+        sequence, position = self.first_scored[pair_number]
+        start = int(activations.offsets[sequence]) + position - self.split.keep_from[sequence]
+        return torch.arange(start, start + len(self.pairs[pair_number].continuation))
+
+
+def question_pass(tokenizer: PreTrainedTokenizerBase, questions: list[dict], window: int,
+                  source: Path) -> QuestionPass:
+    """The (question, choice) pairs of `questions`, encoded by `brittle.multiple_choice`, and their inputs."""
+    pairs = encode_questions(tokenizer, questions)
+    sequence_of: dict[tuple[int, ...], int] = {}
     sequences: list[tuple[int, ...]] = []
     keep_from: list[int] = []
-    references = []
-    for question in questions:
-        choice_references = []
-        for choice in question["choices"]:
-            context_ids, continuation_ids = encode_pair(tokenizer, question["question"], " " + str(choice))
-            if not continuation_ids:
-                raise UserError(f"choice {choice!r} of question {question['question'][:60]!r} has no tokens")
-            inputs = tuple((context_ids + continuation_ids)[-(max_length + 1):][:-1])
-            first_scored = len(inputs) - len(continuation_ids)
-            if inputs not in sequence_index:
-                sequence_index[inputs] = len(sequences)
-                sequences.append(inputs)
-                keep_from.append(first_scored)
-            index = sequence_index[inputs]
-            keep_from[index] = min(keep_from[index], first_scored)
-            choice_references.append((index, first_scored, continuation_ids))
-        references.append(choice_references)
-    return TokenizedSplit("forget_questions", str(source), tuple(sequences), tuple(keep_from)), references
-
-
-def choice_index(activations: SplitActivations, split: TokenizedSplit, questions: list[dict],
-                 references: list[list[tuple[int, int, list[int]]]]) -> ChoiceIndex:
-    """Turn (sequence, position, targets) references into flat row/target/choice tensors."""
-    rows, targets, choice_of_row, question_of_choice, position_of_choice = [], [], [], [], []
-    for question_number, choice_references in enumerate(references):
-        for position, (sequence, first_scored, continuation) in enumerate(choice_references):
-            start = int(activations.offsets[sequence]) + first_scored - split.keep_from[sequence]
-            rows += range(start, start + len(continuation))
-            targets += continuation
-            choice_of_row += [len(question_of_choice)] * len(continuation)
-            question_of_choice.append(question_number)
-            position_of_choice.append(position)
-    return ChoiceIndex(torch.tensor(rows), torch.tensor(targets), torch.tensor(choice_of_row),
-                       torch.tensor(question_of_choice), torch.tensor(position_of_choice),
-                       torch.tensor([question["answer"] for question in questions]),
-                       max(len(question["choices"]) for question in questions))
+    first_scored = []
+    for pair in pairs:
+        if not pair.context or not pair.continuation:
+            question = questions[pair.question_index]
+            raise UserError(f"question {question['question'][:60]!r} or its choice "
+                            f"{question['choices'][pair.choice_index]!r} has no tokens")
+        inputs = tuple((pair.context + pair.continuation)[-(window + 1):][:-1])
+        position = len(inputs) - len(pair.continuation)
+        if inputs not in sequence_of:
+            sequence_of[inputs] = len(sequences)
+            sequences.append(inputs)
+            keep_from.append(position)
+        sequence = sequence_of[inputs]
+        keep_from[sequence] = min(keep_from[sequence], position)
+        first_scored.append((sequence, position))
+    split = TokenizedSplit("forget_questions", str(source), tuple(sequences), tuple(keep_from))
+    return QuestionPass(pairs, split, first_scored)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,22 +263,28 @@ def heldout_kl(lens: Lens, text: SplitActivations, rows: Tensor, layer: int) -> 
 
 
 @torch.no_grad()
-def layer_accuracy(lens: Lens, questions: SplitActivations, index: ChoiceIndex, layer: int) -> float:
-    """Accuracy when every choice is scored by the summed lens log-likelihood of its tokens at `layer`."""
+def layer_choice_scores(lens: Lens, layer: int, activations: SplitActivations, plan: QuestionPass,
+                        questions: list[dict]) -> list[list[float]]:
+    """Each choice's summed log-probability read through `lens` at `layer`, scored by lm-eval's rules.
+
+    The lens's logits for each pair's recorded window (its scored positions, padded to the longest in
+    the batch) go to `continuation_log_likelihoods`. The window starts at the position that predicts
+    the first continuation token, so seen through the window the pair's context is its last token.
+    """
     device = lens.unembedding.head.weight.device
-    hidden = questions.hidden(layer)[index.rows]
-    token_log_probs = torch.empty(len(index.rows))
-    for start in range(0, len(index.rows), ROW_CHUNK):
-        chunk = slice(start, start + ROW_CHUNK)
-        log_probs = F.log_softmax(lens(hidden[chunk].to(device), layer).float(), dim=-1).cpu()
-        token_log_probs[chunk] = log_probs.gather(1, index.targets[chunk].unsqueeze(1)).squeeze(1)
-    num_choices = len(index.question_of_choice)
-    choice_scores = torch.zeros(num_choices, dtype=torch.float64).index_add_(
-        0, index.choice_of_row, token_log_probs.double())
-    # One row per question, padded with -inf where a question has fewer choices.
-    table = torch.full((len(index.answers), index.max_choices), -math.inf, dtype=torch.float64)
-    table[index.question_of_choice, index.position_of_choice] = choice_scores
-    return (table.argmax(dim=1) == index.answers).double().mean().item()  # ties: first choice, as lm-eval
+    hidden = activations.hidden(layer)
+    scores = [[0.0] * len(question["choices"]) for question in questions]
+    for start in range(0, len(plan.pairs), PAIR_BATCH):
+        numbers = range(start, min(start + PAIR_BATCH, len(plan.pairs)))
+        chunk = [plan.pairs[number] for number in numbers]
+        window = torch.zeros(len(chunk), max(len(pair.continuation) for pair in chunk), hidden.shape[1])
+        for row, number in enumerate(numbers):
+            window[row, : len(plan.pairs[number].continuation)] = hidden[plan.rows(activations, number)]
+        logits = lens(window.to(device), layer)
+        seen = [replace(pair, context=pair.context[-1:]) for pair in chunk]
+        for pair, score in zip(chunk, continuation_log_likelihoods(logits, seen).tolist(), strict=True):
+            scores[pair.question_index][pair.choice_index] = score
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +320,9 @@ def main() -> None:
     parser.add_argument("--tuned-lens-steps", type=int, default=250, help="translator training steps per layer (250)")
     parser.add_argument("--tuned-lens-lr", type=float, default=1.0,
                         help="learning-rate scale of the tuned lens's SGD (default 1.0, as tuned-lens)")
-    parser.add_argument("--tuned-lens-batch-tokens", type=int, default=4096, help="tokens per training step (4096)")
+    parser.add_argument("--tuned-lens-batch-tokens", type=int, default=None,
+                        help="tokens per training step (default 4096; 512 under --preset toy, whose vocabulary "
+                             "and texts are small)")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="fraction of the retain texts held out to measure the lenses' KL (default 0.1)")
     add_activation_arguments(parser)  # --retain-text is the tuned lens's training text
@@ -350,6 +340,8 @@ def main() -> None:
         return
     if not 0 < args.validation_fraction < 1:
         raise UserError(f"--validation-fraction must be between 0 and 1, got {args.validation_fraction}")
+    if args.tuned_lens_steps < 1 or (args.tuned_lens_batch_tokens is not None and args.tuned_lens_batch_tokens < 1):
+        raise UserError("--tuned-lens-steps and --tuned-lens-batch-tokens must be at least 1")
     if args.max_questions is not None and args.max_questions < 1:
         raise UserError(f"--max-questions must be at least 1, got {args.max_questions}")
     preset = get_preset(args.preset, args.seed)
@@ -365,11 +357,9 @@ def main() -> None:
 
     with ActivationStore(settings) as store:
         model = store.model(args.model)
-        question_split, references = multiple_choice_split(store.tokenizer(args.model), questions,
-                                                           context_window(model.config), questions_path)
-        question_activations = store.split(args.model, question_split)
+        plan = question_pass(store.tokenizer(args.model), questions, context_window(model.config), questions_path)
+        question_activations = store.split(args.model, plan.split)
         retain = store.texts(args.model, "retain", retain_path, retain_texts)
-        index = choice_index(question_activations, question_split, questions, references)
 
         # Held-out retain texts (the last ones) measure the lenses; the tuned lens trains on the rest.
         validation_texts = max(1, round(len(retain_texts) * args.validation_fraction))
@@ -378,15 +368,16 @@ def main() -> None:
 
         unembedding = Unembedding(model, resolve_device(args.device))
         num_layers = question_activations.num_layers
-        recipe = TunedLensTraining(args.tuned_lens_steps, args.tuned_lens_lr, batch_tokens=args.tuned_lens_batch_tokens,
-                                   seed=args.seed)
+        recipe = TunedLensTraining(args.tuned_lens_steps, args.tuned_lens_lr, seed=args.seed,
+                                   batch_tokens=args.tuned_lens_batch_tokens or TUNED_LENS_BATCH_TOKENS[args.preset])
         chance = float(np.mean([1 / len(question["choices"]) for question in questions]))
         results = {}
         for lens_name in lenses:
             lens = Lens(unembedding, num_layers, question_activations.hidden_size, tuned=lens_name == "tuned")
             if lens_name == "tuned":
                 train_tuned_lens(lens, retain, train_rows, recipe)
-            rows = [{"layer": layer, "accuracy": layer_accuracy(lens, question_activations, index, layer),
+            rows = [{"layer": layer, "accuracy": accuracy_from_scores(
+                        questions, layer_choice_scores(lens, layer, question_activations, plan, questions)),
                      "heldout_kl": heldout_kl(lens, retain, validation_rows, layer), "num_questions": len(questions)}
                     for layer in tqdm(range(num_layers + 1), desc=f"{lens_name} lens", unit="layer")]
             for row in rows:

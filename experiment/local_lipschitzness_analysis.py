@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--model-b", required=True, help="the model compared with it (Filtered, Unlearned, ...)")
     parser.add_argument("--epsilon", type=float, default=0.01, help="radius of the per-token perturbation (0.01)")
     parser.add_argument("--num-perturbations", type=int, default=10, help="perturbations per text (default 10)")
-    add_activation_arguments(parser)
+    add_activation_arguments(parser, cache=False)  # perturbed inputs: nothing to reuse
     add_runtime_arguments(parser)
     add_output_arguments(parser)
     args = parser.parse_args()
