@@ -14,6 +14,10 @@
 #   DEVICE, DTYPE passed to every step (default auto, auto)
 #   STEPS         only run these steps, by output folder name (e.g. STEPS="evals"); default all
 #   WORKDIR       where data/, models/ and outputs/ live (default: the repository root)
+#   MAX_SAMPLES   texts per split for the activation steps (default: the scripts' 500)
+#   ACTIVATION_CACHE  on (default) or off: reuse each (model, split) forward pass across the activation
+#                 steps through <OUTPUT_ROOT>/.activation_cache, or let every step run its own
+#   CACHE_FP16    1: keep cached hidden states in float16 (half the disk, less precision)
 #
 # Per-model steps run once per model (outputs/<model>/<step>/); pairwise steps once per
 # comparison (outputs/<model_a>__to__<model_b>/<step>/), always with Base as the reference.
@@ -47,6 +51,20 @@ eval "$(uv run --quiet "$REPO/experiment/plan.py" preset --preset "$PRESET" --se
 RAN=()
 SKIPPED=()
 START_SECONDS=$SECONDS
+
+# Activation steps: how many texts, and whether they share their forward passes through the cache.
+# Every forward pass they run is appended to BRITTLE_FORWARD_PASS_LOG and counted in the summary.
+TEXT_ARGS=(--preset "$PRESET" ${MAX_SAMPLES:+--max-samples "$MAX_SAMPLES"})
+CACHE_ARGS=()
+case ${ACTIVATION_CACHE:-on} in
+    on) ;;
+    off) CACHE_ARGS+=(--no-cache) ;;
+    *) echo "error: ACTIVATION_CACHE must be on or off, got '$ACTIVATION_CACHE'" >&2; exit 2 ;;
+esac
+if [[ ${CACHE_FP16:-0} == 1 ]]; then CACHE_ARGS+=(--cache-fp16); fi
+export BRITTLE_FORWARD_PASS_LOG
+BRITTLE_FORWARD_PASS_LOG=$(mktemp "${TMPDIR:-/tmp}/brittle-forward-passes.XXXXXX")
+trap 'rm -f "$BRITTLE_FORWARD_PASS_LOG"' EXIT
 
 # run_step LABEL COMMAND...: run one step, recording it in the summary.
 run_step() {
@@ -123,11 +141,18 @@ fi
 per_model_steps() {
     local model=$1
     per_model_step evals "$model" experiment/eval.py --preset "$PRESET"  # Step 0
+    per_model_step linear_probes "$model" experiment/linear_probe_analysis.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 5
+    per_model_step wmdp_tuned_lens "$model" experiment/layerwise_wmdp_accuracy.py --lens both "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 6
 }
 
 pairwise_steps() {
     local model_a=$1 model_b=$2
     :  # Steps 1-4 and 7-12 go here: pairwise_step <folder> "$model_a" "$model_b" <script> [args]
+    pairwise_step activation_comparison "$model_a" "$model_b" experiment/collect_activation_comparison.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 3
+    pairwise_step activation_separation "$model_a" "$model_b" experiment/activation_separation_analysis.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 8
+    pairwise_step activation_covariance "$model_a" "$model_b" experiment/activation_covariance_analysis.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 9
+    pairwise_step row_space_projection "$model_a" "$model_b" experiment/row_space_projection_analysis.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 11
+    pairwise_step lipschitzness "$model_a" "$model_b" experiment/local_lipschitzness_analysis.py "${TEXT_ARGS[@]}"  # Step 12
 }
 
 for model in "${MODELS[@]}"; do
@@ -146,4 +171,11 @@ echo "Ran ${#RAN[@]} step(s):"
 for entry in "${RAN[@]+"${RAN[@]}"}"; do echo "  - $entry"; done
 echo "Skipped ${#SKIPPED[@]} finished step(s) (pass --force to redo them):"
 for entry in "${SKIPPED[@]+"${SKIPPED[@]}"}"; do echo "  - $entry"; done
+if [[ -s $BRITTLE_FORWARD_PASS_LOG ]]; then
+    awk -F'\t' '$1 == "computed" { computed += $2; seconds += $7 } $1 == "cached" { cached += 1 }
+                $1 == "perturbed" { perturbed += $2; seconds += $7 }
+                END { printf "Activation forward passes: %d over (model, split) texts, %d perturbed (Step 12); " \
+                      "%d splits read from the cache; %.0f s in forward passes\n", computed, perturbed, cached, seconds }' \
+        "$BRITTLE_FORWARD_PASS_LOG"
+fi
 echo "Outputs: $OUTPUT_ROOT/<model>/<step>/ and $OUTPUT_ROOT/<model_a>__to__<model_b>/<step>/"
