@@ -64,7 +64,8 @@ def test_organism_models_are_hugging_face_folders_trained_within_budget(toy_orga
 
 
 def test_pipeline_step_0_meets_the_quality_bar_then_skips_and_forces(toy_organism: ToyOrganism):
-    first = run_pipeline(toy_organism.workspace)
+    # Step 0 only: the later steps have their own end-to-end tests (this one is about Step 0 and skipping).
+    first = run_pipeline(toy_organism.workspace, STEPS="evals")
     base, filtered = read_summary(toy_organism, toy_organism.base), read_summary(toy_organism, toy_organism.filtered)
     assert base["toy_forget_mcq"]["acc"] >= 0.80
     assert filtered["toy_forget_mcq"]["acc"] <= 0.35
@@ -76,7 +77,7 @@ def test_pipeline_step_0_meets_the_quality_bar_then_skips_and_forces(toy_organis
     assert "Pipeline finished" in first.stdout
 
     started = time.perf_counter()
-    second = run_pipeline(toy_organism.workspace)
+    second = run_pipeline(toy_organism.workspace, STEPS="evals")
     assert time.perf_counter() - started < 60
     assert "Ran 0 step(s)" in second.stdout and "evals: models/toy-base-s42" in second.stdout
 
