@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed (CI, servers)
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from brittle.outputs import FILE_MODE
 
@@ -59,6 +60,8 @@ def plot_by_layer(path: str | Path, title: str, panels: Mapping[str, Mapping[str
             axis.set_yscale("log")
         axis.set_title(panel_title)
         axis.set_xlabel(xlabel)
+        if xlabel == "layer":
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
         axis.set_ylabel(ylabel)
         if len(series) > 1 or reference_label:
             axis.legend(fontsize="small")

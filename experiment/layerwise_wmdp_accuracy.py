@@ -305,9 +305,10 @@ def write_lens_results(folder: Path, lens_name: str, rows: list[dict], summary: 
     write_json(folder / "summary.json", summary)
     layers = [row["layer"] for row in rows]
     plot_by_layer(folder / "layerwise_accuracy.png", f"{lens_name} lens on the forget questions: {Path(model).name}",
-                  {"multiple-choice accuracy": {"accuracy": (layers, [row["accuracy"] for row in rows])},
+                  {"multiple-choice accuracy": {"accuracy": (layers, [row["accuracy"] for row in rows]),
+                                                "chance": (layers, [summary["chance"]] * len(layers))},
                    "held-out KL(final ‖ lens), nats": {"KL": (layers, [row["heldout_kl"] for row in rows])}},
-                  ylabel="value", reference=summary["chance"], reference_label="chance (accuracy)")
+                  ylabel="value")
 
 
 def main() -> None:
