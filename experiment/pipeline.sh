@@ -20,6 +20,10 @@
 #   STEPS         only run these steps, by output folder name (e.g. STEPS="evals weight_comparison");
 #                 default all. Steps left out are neither run nor reported as skipped
 #   WORKDIR       where data/, models/, unlearned_models/ and outputs/ live (default: the repository root)
+#   MAX_SAMPLES   texts per split for the activation steps (default: the scripts' 500)
+#   ACTIVATION_CACHE  on (default) or off: reuse each (model, split) forward pass across the activation
+#                 steps through <OUTPUT_ROOT>/.activation_cache, or let every step run its own
+#   CACHE_FP16    1: keep cached hidden states in float16 (half the disk, less precision)
 #
 # COMP1 (Base -> Filtered: what genuine ignorance looks like) and COMP2 (Base -> Unlearned: what post-hoc
 # unlearning looks like) always run. Per-model steps run once per model (outputs/<model>/<step>/);
@@ -62,6 +66,20 @@ eval "$(uv run --quiet "$REPO/experiment/plan.py" preset --preset "$PRESET" --se
 RAN=()
 SKIPPED=()
 START_SECONDS=$SECONDS
+
+# Activation steps: how many texts, and whether they share their forward passes through the cache.
+# Every forward pass they run is appended to BRITTLE_FORWARD_PASS_LOG and counted in the summary.
+TEXT_ARGS=(--preset "$PRESET" ${MAX_SAMPLES:+--max-samples "$MAX_SAMPLES"})
+CACHE_ARGS=()
+case ${ACTIVATION_CACHE:-on} in
+    on) ;;
+    off) CACHE_ARGS+=(--no-cache) ;;
+    *) echo "error: ACTIVATION_CACHE must be on or off, got '$ACTIVATION_CACHE'" >&2; exit 2 ;;
+esac
+if [[ ${CACHE_FP16:-0} == 1 ]]; then CACHE_ARGS+=(--cache-fp16); fi
+export BRITTLE_FORWARD_PASS_LOG
+BRITTLE_FORWARD_PASS_LOG=$(mktemp "${TMPDIR:-/tmp}/brittle-forward-passes.XXXXXX")
+trap 'rm -f "$BRITTLE_FORWARD_PASS_LOG"' EXIT
 
 # run_step LABEL COMMAND...: run one step, recording it in the summary.
 run_step() {
@@ -225,7 +243,9 @@ done
 # The steps. Each diagnostic is one line in one of these two functions.
 per_model_steps() {
     local model=$1
-    per_model_step evals "$model" experiment/eval.py --preset "$PRESET"                                    # Step 0
+    per_model_step evals "$model" experiment/eval.py --preset "$PRESET"  # Step 0
+    per_model_step linear_probes "$model" experiment/linear_probe_analysis.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 5
+    per_model_step wmdp_tuned_lens "$model" experiment/layerwise_wmdp_accuracy.py --lens both "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 6
 }
 
 pairwise_steps() {
@@ -234,6 +254,11 @@ pairwise_steps() {
     pairwise_step mlp_attn_analysis "$model_a" "$model_b" experiment/analyze_mlp_vs_attn.py              # Step 4
     pairwise_step null_space_analysis "$model_a" "$model_b" experiment/null_space_analysis.py            # Step 7
     pairwise_step mlp_nullspace "$model_a" "$model_b" experiment/mlp_nullspace_alignment.py              # Step 10
+    pairwise_step activation_comparison "$model_a" "$model_b" experiment/collect_activation_comparison.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 3
+    pairwise_step activation_separation "$model_a" "$model_b" experiment/activation_separation_analysis.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 8
+    pairwise_step activation_covariance "$model_a" "$model_b" experiment/activation_covariance_analysis.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 9
+    pairwise_step row_space_projection "$model_a" "$model_b" experiment/row_space_projection_analysis.py "${TEXT_ARGS[@]}" "${CACHE_ARGS[@]}"  # Step 11
+    pairwise_step lipschitzness "$model_a" "$model_b" experiment/local_lipschitzness_analysis.py "${TEXT_ARGS[@]}"  # Step 12
 }
 
 for model in "${MODELS[@]}"; do
@@ -267,3 +292,10 @@ echo "Results per comparison (<folder>/<step>/):"
 for index in "${!COMPARISONS[@]}"; do
     printf '  %-40s %s\n' "${COMPARISON_LABELS[index]}:" "${FOLDERS[${#MODELS[@]} + index]}/"
 done
+if [[ -s $BRITTLE_FORWARD_PASS_LOG ]]; then
+    awk -F'\t' '$1 == "computed" { computed += $2; seconds += $7 } $1 == "cached" { cached += 1 }
+                $1 == "perturbed" { perturbed += $2; seconds += $7 }
+                END { printf "Activation forward passes: %d over (model, split) texts, %d perturbed (Step 12); " \
+                      "%d splits read from the cache; %.0f s in forward passes\n", computed, perturbed, cached, seconds }' \
+        "$BRITTLE_FORWARD_PASS_LOG"
+fi

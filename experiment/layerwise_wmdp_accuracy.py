@@ -1,0 +1,411 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["brittle"]
+#
+# [tool.uv.sources]
+# brittle = { path = "..", editable = true }
+# ///
+"""Step 6 - Layer-wise WMDP accuracy: at which layer does the model "know" the forget-domain answers?
+
+Multiple-choice accuracy on the forget questions (WMDP-Bio for real runs, the organism's forget
+questions under `--preset toy`) read out at every layer through a lens:
+
+- **Logit lens** (default): the model's own final norm and unembedding applied to the hidden state of
+  layer l (the last hidden state is already normed, so layer N is exactly the model's output). Free.
+- **Tuned lens**: a per-layer affine translator h ↦ h + A_l h + b_l (zero-initialised, so it starts as
+  the logit lens) before the same final norm and unembedding, trained as the tuned-lens project does:
+  minimise KL(final-layer distribution ‖ lens distribution) on held-out text (the retain texts, never
+  the questions), SGD with Nesterov momentum 0.9, learning rate 1.0 × (1 - 0.9), weight decay 1e-3,
+  linear decay over 250 steps, gradient clipping at 1. The final layer needs no translator.
+
+Each question is scored exactly as lm-evaluation-harness scores it, by the same functions as the
+in-process scorer (`brittle.multiple_choice`): every choice is the continuation of the question after
+one space, split from it as lm-eval splits it, and the choice whose tokens have the largest summed
+log-probability wins. The only difference is where the logits come from: the lens at layer l instead
+of the model's head, so the last layer reproduces the Step 0 accuracy. One forward pass over the
+questions (cached like every other split) records the hidden states at the positions that predict a
+choice's tokens; every layer and both lenses are read from it.
+
+| metric         | what it tells you                                                              |
+|----------------|--------------------------------------------------------------------------------|
+| accuracy       | fraction of questions answered correctly from the representation at this layer |
+| Δ from final   | accuracy here minus at the final layer (> 0: known here, hidden at the output)  |
+| held-out KL    | KL(final ‖ lens) on held-out retain tokens: how faithful the lens is at this layer |
+
+A base model's accuracy ramps up through the layers; a model that really lost the knowledge stays
+near chance (0.25 for 4 options) at *every* layer; high accuracy at intermediate layers with a drop
+at the output means the knowledge is hidden, not erased. Per model, not per comparison.
+
+Writes `outputs/<model>/wmdp_logit_lens/` and/or `outputs/<model>/wmdp_tuned_lens/`, each with
+`wmdp_lens_results.csv`, `summary.json` and `layerwise_accuracy.png` (`--lens logit|tuned|both`).
+
+    uv run experiment/layerwise_wmdp_accuracy.py --model models/toy-base-s42 --preset toy --lens both
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from brittle.activations import (
+    ActivationStore,
+    SplitActivations,
+    TokenizedSplit,
+    activation_settings,
+    add_activation_arguments,
+    read_split_texts,
+    run_details,
+)
+from brittle.architecture import final_norm
+from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.models import check_model_reference
+from brittle.multiple_choice import (
+    EncodedChoice,
+    accuracy_from_scores,
+    continuation_log_likelihoods,
+    encode_questions,
+)
+from brittle.outputs import model_step_dir, read_jsonl, skip_if_complete, staged_directory, write_csv, write_json
+from brittle.plotting import plot_by_layer
+from brittle.presets import get_preset
+from brittle.runtime import resolve_device, seed_everything
+
+COLUMNS = ["layer", "accuracy", "delta_from_final", "heldout_kl", "num_questions"]
+LENSES = {"logit": ["logit"], "tuned": ["tuned"], "both": ["logit", "tuned"]}
+DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when the config names no context length
+ROW_CHUNK = 1024  # positions unembedded at once
+PAIR_BATCH = 256  # (question, choice) pairs scored at once
+TUNED_LENS_BATCH_TOKENS = {"real": 4096, "toy": 512}  # tuned-lens itself uses 2**18 on the Pile
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions: the (question, choice) pairs lm-eval scores, and the one forward pass they need
+# ---------------------------------------------------------------------------------------------
+
+def read_questions(path: Path, limit: int | None) -> list[dict]:
+    """Multiple-choice questions (JSONL: question, choices, answer), refusing a missing or malformed file."""
+    if not path.is_file():
+        raise UserError(f"question file {path} does not exist; create it with `uv run create_datasets.py` "
+                        "(add `--preset toy` for the toy organism)")
+    questions = read_jsonl(path)[:limit]
+    if not questions:
+        raise UserError(f"question file {path} has no questions")
+    for number, question in enumerate(questions, start=1):
+        if not {"question", "choices", "answer"} <= question.keys() or not 0 <= question["answer"] < len(
+                question["choices"]):
+            raise UserError(f"question {number} of {path} needs `question`, `choices` and a valid `answer` index")
+    return questions
+
+
+def context_window(model_config) -> int:
+    """The longest input lm-eval feeds this model (its configured context length, else 2048)."""
+    for attribute in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if isinstance(getattr(model_config, attribute, None), int):
+            return getattr(model_config, attribute)
+    return DEFAULT_MAX_LENGTH
+
+
+@dataclass(frozen=True)
+class QuestionPass:
+    """What one forward pass over the questions runs, and where each pair's scored positions land.
+
+    As in lm-eval, a pair's model input is (context + continuation)[-(window + 1):][:-1] and its last
+    len(continuation) positions predict the continuation. Pairs whose inputs coincide (the one-token
+    answers " A" ... " D" of WMDP) share one sequence. Only the scored positions are recorded.
+    """
+
+    pairs: list[EncodedChoice]
+    split: TokenizedSplit
+    first_scored: list[tuple[int, int]]  # per pair: (sequence, position predicting its first token)
+
+    def rows(self, activations: SplitActivations, pair_number: int) -> Tensor:
+        """The recorded rows (one per continuation token) of pair `pair_number`."""
+        sequence, position = self.first_scored[pair_number]
+        start = int(activations.offsets[sequence]) + position - self.split.keep_from[sequence]
+        return torch.arange(start, start + len(self.pairs[pair_number].continuation))
+
+
+def question_pass(tokenizer: PreTrainedTokenizerBase, questions: list[dict], window: int,
+                  source: Path) -> QuestionPass:
+    """The (question, choice) pairs of `questions`, encoded by `brittle.multiple_choice`, and their inputs."""
+    pairs = encode_questions(tokenizer, questions)
+    sequence_of: dict[tuple[int, ...], int] = {}
+    sequences: list[tuple[int, ...]] = []
+    keep_from: list[int] = []
+    first_scored = []
+    for pair in pairs:
+        if not pair.context or not pair.continuation:
+            question = questions[pair.question_index]
+            raise UserError(f"question {question['question'][:60]!r} or its choice "
+                            f"{question['choices'][pair.choice_index]!r} has no tokens")
+        inputs = tuple((pair.context + pair.continuation)[-(window + 1):][:-1])
+        position = len(inputs) - len(pair.continuation)
+        if inputs not in sequence_of:
+            sequence_of[inputs] = len(sequences)
+            sequences.append(inputs)
+            keep_from.append(position)
+        sequence = sequence_of[inputs]
+        keep_from[sequence] = min(keep_from[sequence], position)
+        first_scored.append((sequence, position))
+    split = TokenizedSplit("forget_questions", str(source), tuple(sequences), tuple(keep_from))
+    return QuestionPass(pairs, split, first_scored)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lenses: hidden state of layer l -> next-token log-probabilities
+# ---------------------------------------------------------------------------------------------
+
+class Unembedding(nn.Module):
+    """The model's final norm and unembedding (frozen float32 copies on one device)."""
+
+    def __init__(self, model: PreTrainedModel, device: str) -> None:
+        super().__init__()
+        self.norm = copy.deepcopy(final_norm(model)).float().to(device)
+        self.head = copy.deepcopy(model.get_output_embeddings()).float().to(device)
+        self.requires_grad_(False)
+
+    def forward(self, hidden: Tensor, normed: bool = False) -> Tensor:
+        """Logits of (rows, hidden) states; `normed` states (the last hidden state) skip the norm."""
+        return self.head(hidden if normed else self.norm(hidden))
+
+
+class Lens(nn.Module):
+    """Logit lens (no translators) or tuned lens (one affine translator per layer below the last)."""
+
+    def __init__(self, unembedding: Unembedding, num_layers: int, hidden_size: int, tuned: bool) -> None:
+        super().__init__()
+        self.unembedding = unembedding
+        self.num_layers = num_layers
+        self.translators = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(num_layers)) \
+            if tuned else None
+        if self.translators is not None:
+            for translator in self.translators:  # zero-initialised: the tuned lens starts as the logit lens
+                nn.init.zeros_(translator.weight)
+                nn.init.zeros_(translator.bias)
+            self.translators.to(unembedding.head.weight.device)
+
+    def forward(self, hidden: Tensor, layer: int) -> Tensor:
+        """Logits read from the hidden state of `layer` (0 = embeddings, num_layers = final output)."""
+        if layer == self.num_layers:
+            return self.unembedding(hidden, normed=True)
+        if self.translators is not None:
+            hidden = hidden + self.translators[layer](hidden)
+        return self.unembedding(hidden)
+
+
+def kl_to_final(lens_logits: Tensor, final_log_probs: Tensor) -> Tensor:
+    """Mean over positions of KL(final ‖ lens), in nats."""
+    return (final_log_probs.exp() * (final_log_probs - F.log_softmax(lens_logits, dim=-1))).sum(-1).mean()
+
+
+@dataclass(frozen=True)
+class TunedLensTraining:
+    """The tuned-lens project's training recipe (SGD-Nesterov, lr scale 1, 250 steps)."""
+
+    steps: int = 250
+    lr_scale: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    batch_tokens: int = 4096
+    seed: int = 42
+
+
+def train_tuned_lens(lens: Lens, text: SplitActivations, train_rows: Tensor, recipe: TunedLensTraining) -> None:
+    """Fit each layer's translator to the final layer's distribution on `train_rows` of `text`.
+
+    Layers are fitted one after another (the objective is a sum of independent per-layer terms), so
+    only one layer's hidden states and the final ones are in memory at a time.
+    """
+    device = lens.unembedding.head.weight.device
+    generator = torch.Generator().manual_seed(recipe.seed)
+    final_hidden = text.hidden(lens.num_layers)[train_rows].to(device)
+    for layer in tqdm(range(lens.num_layers), desc="tuned lens", unit="layer"):
+        hidden = text.hidden(layer)[train_rows].to(device)
+        translator = lens.translators[layer]
+        # PyTorch's momentum scales steps by 1 / (1 - momentum); tuned-lens undoes it so lr 1 is the scale.
+        optimizer = torch.optim.SGD(translator.parameters(), lr=recipe.lr_scale * (1 - recipe.momentum),
+                                    momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / recipe.steps)
+        for _ in range(recipe.steps):
+            batch = torch.randint(len(train_rows), (min(recipe.batch_tokens, len(train_rows)),), generator=generator)
+            with torch.no_grad():
+                target = F.log_softmax(lens.unembedding(final_hidden[batch], normed=True), dim=-1)
+            loss = kl_to_final(lens(hidden[batch], layer), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(translator.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+        translator.requires_grad_(False)
+
+
+@torch.no_grad()
+def heldout_kl(lens: Lens, text: SplitActivations, rows: Tensor, layer: int) -> float:
+    """KL(final ‖ lens) on held-out positions of `text` at `layer`."""
+    device = lens.unembedding.head.weight.device
+    hidden, final_hidden = text.hidden(layer)[rows], text.hidden(lens.num_layers)[rows]
+    total = 0.0
+    for start in range(0, len(rows), ROW_CHUNK):
+        chunk = slice(start, start + ROW_CHUNK)
+        target = F.log_softmax(lens.unembedding(final_hidden[chunk].to(device), normed=True), dim=-1)
+        total += kl_to_final(lens(hidden[chunk].to(device), layer), target).item() * len(hidden[chunk])
+    return total / len(rows)
+
+
+@torch.no_grad()
+def layer_choice_scores(lens: Lens, layer: int, activations: SplitActivations, plan: QuestionPass,
+                        questions: list[dict]) -> list[list[float]]:
+    """Each choice's summed log-probability read through `lens` at `layer`, scored by lm-eval's rules.
+
+    The lens's logits for each pair's recorded window (its scored positions, padded to the longest in
+    the batch) go to `continuation_log_likelihoods`. The window starts at the position that predicts
+    the first continuation token, so seen through the window the pair's context is its last token.
+    """
+    device = lens.unembedding.head.weight.device
+    hidden = activations.hidden(layer)
+    scores = [[0.0] * len(question["choices"]) for question in questions]
+    for start in range(0, len(plan.pairs), PAIR_BATCH):
+        numbers = range(start, min(start + PAIR_BATCH, len(plan.pairs)))
+        chunk = [plan.pairs[number] for number in numbers]
+        window = torch.zeros(len(chunk), max(len(pair.continuation) for pair in chunk), hidden.shape[1])
+        for row, number in enumerate(numbers):
+            window[row, : len(plan.pairs[number].continuation)] = hidden[plan.rows(activations, number)]
+        logits = lens(window.to(device), layer)
+        seen = [replace(pair, context=pair.context[-1:]) for pair in chunk]
+        for pair, score in zip(chunk, continuation_log_likelihoods(logits, seen).tolist(), strict=True):
+            scores[pair.question_index][pair.choice_index] = score
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# The script
+# ---------------------------------------------------------------------------------------------
+
+def step0_accuracy(model: str, output_root: str, task: str) -> float | None:
+    """The model's Step 0 accuracy on the forget task, when Step 0 has run."""
+    summary = model_step_dir(model, "evals", output_root) / "summary.json"
+    if not summary.exists():
+        return None
+    return json.loads(summary.read_text()).get(task, {}).get("acc")
+
+
+def write_lens_results(folder: Path, lens_name: str, rows: list[dict], summary: dict, model: str) -> None:
+    """wmdp_lens_results.csv, summary.json and layerwise_accuracy.png of one lens."""
+    write_csv(folder / "wmdp_lens_results.csv", rows, COLUMNS)
+    write_json(folder / "summary.json", summary)
+    layers = [row["layer"] for row in rows]
+    plot_by_layer(folder / "layerwise_accuracy.png", f"{lens_name} lens on the forget questions: {Path(model).name}",
+                  {"multiple-choice accuracy": {"accuracy": (layers, [row["accuracy"] for row in rows]),
+                                                "chance": (layers, [summary["chance"]] * len(layers))},
+                   "held-out KL(final ‖ lens), nats": {"KL": (layers, [row["heldout_kl"] for row in rows])}},
+                  ylabel="value")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="hub id or local model folder")
+    parser.add_argument("--lens", choices=list(LENSES), default="logit", help="logit (default), tuned or both")
+    parser.add_argument("--questions", default=None,
+                        help="multiple-choice JSONL (default: the preset's forget questions, WMDP-Bio for real)")
+    parser.add_argument("--max-questions", type=int, default=None, help="use only the first N questions (default all)")
+    parser.add_argument("--tuned-lens-steps", type=int, default=250, help="translator training steps per layer (250)")
+    parser.add_argument("--tuned-lens-lr", type=float, default=1.0,
+                        help="learning-rate scale of the tuned lens's SGD (default 1.0, as tuned-lens)")
+    parser.add_argument("--tuned-lens-batch-tokens", type=int, default=None,
+                        help="tokens per training step (default 4096; 512 under --preset toy, whose vocabulary "
+                             "and texts are small)")
+    parser.add_argument("--validation-fraction", type=float, default=0.1,
+                        help="fraction of the retain texts held out to measure the lenses' KL (default 0.1)")
+    add_activation_arguments(parser)  # --retain-text is the tuned lens's training text
+    add_runtime_arguments(parser)
+    add_output_arguments(parser)
+    args = parser.parse_args()
+
+    def lens_folder(lens: str) -> Path:
+        name = f"wmdp_{lens}_lens"
+        return Path(args.outdir) / name if args.outdir else model_step_dir(args.model, name, args.output_root)
+
+    lenses = [lens for lens in LENSES[args.lens]
+              if not skip_if_complete(lens_folder(lens), args.force, what=f"Step 6 {lens} lens of {args.model}")]
+    if not lenses:
+        return
+    if not 0 < args.validation_fraction < 1:
+        raise UserError(f"--validation-fraction must be between 0 and 1, got {args.validation_fraction}")
+    if args.tuned_lens_steps < 1 or (args.tuned_lens_batch_tokens is not None and args.tuned_lens_batch_tokens < 1):
+        raise UserError("--tuned-lens-steps and --tuned-lens-batch-tokens must be at least 1")
+    if args.max_questions is not None and args.max_questions < 1:
+        raise UserError(f"--max-questions must be at least 1, got {args.max_questions}")
+    preset = get_preset(args.preset, args.seed)
+    questions_path = Path(args.questions or preset.forget_questions)
+    questions = read_questions(questions_path, args.max_questions)
+    retain_path = Path(args.retain_text or preset.retain_text)
+    retain_texts = read_split_texts({"retain": retain_path}, args.max_samples)["retain"]
+    if len(retain_texts) < 2:
+        raise UserError("the lenses need at least 2 retain texts (one to train on, one held out)")
+    check_model_reference(args.model)
+    settings = activation_settings(args)
+    seed_everything(args.seed)
+
+    with ActivationStore(settings) as store:
+        model = store.model(args.model)
+        plan = question_pass(store.tokenizer(args.model), questions, context_window(model.config), questions_path)
+        question_activations = store.split(args.model, plan.split)
+        retain = store.texts(args.model, "retain", retain_path, retain_texts)
+
+        # Held-out retain texts (the last ones) measure the lenses; the tuned lens trains on the rest.
+        validation_texts = max(1, round(len(retain_texts) * args.validation_fraction))
+        boundary = int(retain.offsets[len(retain_texts) - validation_texts])
+        train_rows, validation_rows = torch.arange(boundary), torch.arange(boundary, retain.num_tokens)
+
+        unembedding = Unembedding(model, resolve_device(args.device))
+        num_layers = question_activations.num_layers
+        recipe = TunedLensTraining(args.tuned_lens_steps, args.tuned_lens_lr, seed=args.seed,
+                                   batch_tokens=args.tuned_lens_batch_tokens or TUNED_LENS_BATCH_TOKENS[args.preset])
+        chance = float(np.mean([1 / len(question["choices"]) for question in questions]))
+        results = {}
+        for lens_name in lenses:
+            lens = Lens(unembedding, num_layers, question_activations.hidden_size, tuned=lens_name == "tuned")
+            if lens_name == "tuned":
+                train_tuned_lens(lens, retain, train_rows, recipe)
+            rows = [{"layer": layer, "accuracy": accuracy_from_scores(
+                        questions, layer_choice_scores(lens, layer, question_activations, plan, questions)),
+                     "heldout_kl": heldout_kl(lens, retain, validation_rows, layer), "num_questions": len(questions)}
+                    for layer in tqdm(range(num_layers + 1), desc=f"{lens_name} lens", unit="layer")]
+            for row in rows:
+                row["delta_from_final"] = row["accuracy"] - rows[-1]["accuracy"]
+            results[lens_name] = rows
+        details = run_details(args, store)
+        print(store.summary())
+
+    reference = step0_accuracy(args.model, args.output_root, preset.forget_task)
+    for lens_name, rows in results.items():
+        best = max(rows, key=lambda row: row["accuracy"])
+        summary = {
+            "model": args.model, "lens": lens_name, "questions": str(questions_path), "num_questions": len(questions),
+            "chance": chance, "final_layer_accuracy": rows[-1]["accuracy"], "best_layer": best["layer"],
+            "best_accuracy": best["accuracy"], "max_delta_from_final": best["delta_from_final"],
+            "step0_task": preset.forget_task, "step0_accuracy": reference,
+            "lens_training": ({**vars(recipe), "text": str(retain_path), "training_tokens": len(train_rows)}
+                              if lens_name == "tuned" else None),
+            "heldout_tokens": len(validation_rows), **details,
+        }
+        with staged_directory(lens_folder(lens_name)) as staging:
+            write_lens_results(staging, lens_name, rows, summary, args.model)
+        accuracies = " ".join(f"{row['accuracy']:.3f}" for row in rows)
+        print(f"  {lens_name} lens accuracy by layer: {accuracies} (chance {chance:.2f}"
+              + (f"; Step 0 {preset.forget_task} {reference:.3f}" if reference is not None else "") + ")")
+        print(f"Step 6 {lens_name} lens of {args.model} -> {lens_folder(lens_name)}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

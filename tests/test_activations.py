@@ -1,0 +1,315 @@
+"""The activation-space steps (3, 5, 6, 8, 9, 11, 12) and their shared forward pass.
+
+Three kinds of test: the formulas on synthetic activations whose answers are known (fast); the shared
+forward pass and its cache on the organism, in-process; and the real scripts end to end on the
+organism with few texts (one run of each, shared by several assertions), including bad inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from brittle.activations import ActivationSettings, ActivationStore, record_activations, tokenize_texts
+from brittle.cli import UserError
+from brittle.texts import read_texts
+from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
+
+SAMPLES = "40"  # texts per split in the end-to-end runs
+
+
+def load_step(name: str) -> ModuleType:
+    """An experiment script imported as a module (its functions are the formulas under test)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "experiment" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+norms = load_step("collect_activation_comparison")
+probes = load_step("linear_probe_analysis")
+separation = load_step("activation_separation_analysis")
+covariance = load_step("activation_covariance_analysis")
+row_space = load_step("row_space_projection_analysis")
+
+
+def random_rotation(dimension: int, generator: torch.Generator) -> torch.Tensor:
+    """A random orthogonal matrix."""
+    return torch.linalg.qr(torch.randn(dimension, dimension, generator=generator, dtype=torch.float64))[0]
+
+
+# ---- the formulas on synthetic activations ------------------------------------------------------------------
+
+def test_norms_of_identical_activations_differ_by_zero_and_match_hand_values():
+    hidden = torch.tensor([[3.0, -4.0], [0.0, 1.0]])
+    row = norms.norm_row(2, "forget", hidden, hidden.clone())
+    assert row["mean_dh_L1"] == 0 and row["mean_dh_L2"] == 0
+    assert row["model_a_norm_L1"] == pytest.approx((7 + 1) / 2) and row["model_a_norm_L2"] == pytest.approx((5 + 1) / 2)
+    shifted = norms.norm_row(2, "forget", hidden, hidden + torch.tensor([1.0, 1.0]))
+    assert shifted["mean_dh_L1"] == pytest.approx(2) and shifted["mean_dh_L2"] == pytest.approx(math.sqrt(2))
+
+
+def test_identical_spectra_are_zero_wasserstein_and_equal_change_is_selectivity_one():
+    generator = torch.Generator().manual_seed(0)
+    activations = torch.randn(500, 16, generator=generator)
+    eigenvalues = covariance.covariance_eigenvalues(activations)
+    assert covariance.spectrum_distance(eigenvalues, eigenvalues.copy()) == 0
+    scaled = covariance.covariance_eigenvalues(2 * activations)
+    change = covariance.spectrum_distance(eigenvalues, scaled)
+    assert change > 0
+    # The same texts as forget and retain: whatever changed, it changed equally on both.
+    assert covariance.selectivity_ratio(change, change) == 1
+    assert math.isnan(covariance.selectivity_ratio(0.0, 0.0))
+
+
+@pytest.mark.parametrize("rank", [1, 5, 12])
+def test_a_rank_k_covariance_has_effective_rank_k(rank: int):
+    generator = torch.Generator().manual_seed(rank)
+    directions = random_rotation(32, generator)[:, :rank]  # k orthonormal directions in 32 dimensions
+    activations = torch.randn(20000, rank, generator=generator, dtype=torch.float64) @ directions.T
+    eigenvalues = covariance.covariance_eigenvalues(activations)
+    assert covariance.effective_rank(eigenvalues) == pytest.approx(rank, rel=0.03)
+    assert covariance.spectral_entropy(eigenvalues) == pytest.approx(math.log(rank), abs=0.03)
+
+
+def test_separable_clusters_have_auc_one_and_identical_ones_no_separation():
+    generator = np.random.default_rng(0)
+    forget = generator.normal(size=(60, 8)) + 10.0
+    retain = generator.normal(size=(60, 8)) - 10.0
+    assert separation.linear_auc(forget, retain, seed=0) == 1.0
+    assert separation.variance_ratio(forget, retain) > 10
+    assert separation.centroid_cosine_distance(forget, retain) == pytest.approx(2.0, abs=0.05)  # opposite centroids
+    assert separation.centroid_cosine_distance(forget, forget.copy()) == pytest.approx(0.0, abs=1e-12)
+    result = probes.probe_layer(forget, retain, 1.0, 1000, 0.25, seed=0)
+    assert result["auc"] == 1.0 and result["accuracy"] == 1.0 and result["selectivity"] == pytest.approx(0.5)
+
+
+def test_projection_onto_the_full_row_space_keeps_the_whole_norm():
+    generator = torch.Generator().manual_seed(0)
+    delta = torch.randn(48, 16, generator=generator)  # (out, in): full row space = all 16 input directions
+    basis, _, rank = row_space.row_space_basis(delta, top_k=16)
+    assert rank == 16 and basis.shape == (16, 16)
+    activations = torch.randn(200, 16, generator=generator)
+    assert row_space.projection_fraction(activations, basis) == pytest.approx(1.0, abs=1e-6)  # float32 basis
+    # A rank-3 update: its row space is 3-dimensional, and inputs inside it project fully.
+    low_rank = torch.randn(48, 3, generator=generator) @ torch.randn(3, 16, generator=generator)
+    basis, _, rank = row_space.row_space_basis(low_rank, top_k=16)
+    assert rank == 3 and basis.shape == (16, 3)
+    inside = torch.randn(50, 3, generator=generator) @ basis.T
+    assert row_space.projection_fraction(inside, basis) == pytest.approx(1.0, abs=1e-6)
+    forget = row_space.projection_fraction(activations, basis)
+    assert 0 < forget < 1 and row_space.selectivity(forget, forget) == 1
+
+
+# ---- the shared forward pass and its cache (in-process, on the organism) ---------------------------------------
+
+@pytest.mark.slow
+def test_the_cache_is_reused_and_invalidated_by_text_count_length_and_model(toy_organism: ToyOrganism,
+                                                                            tmp_path: Path):
+    texts = read_texts(toy_organism.data / "forget.txt", 12)
+    text_file = tmp_path / "forget.txt"
+    text_file.write_text("\n".join(texts) + "\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    for file in toy_organism.base.iterdir():  # a copy of base we may "retrain"
+        (model / file.name).write_bytes(file.read_bytes())
+    settings = ActivationSettings(device="cpu", cache_dir=tmp_path / "cache")
+
+    def activations(store: ActivationStore, count: int = 12, file: Path = text_file):
+        return store.texts(str(model), "forget", file, read_texts(file, count))
+
+    with ActivationStore(settings) as store:
+        first = activations(store)
+        again = activations(store)
+        assert store.counts() == {"forward_passes": 1, "cache_reads": 1}
+        assert first.num_hidden_states == 5 and first.num_sequences == 12
+        assert torch.equal(first.hidden(3), again.hidden(3)) and first.mlp_input(0).shape == first.hidden(0).shape
+        activations(store, count=8)  # fewer texts: another slot
+        assert store.counts()["forward_passes"] == 2
+    text_file.write_text("\n".join(reversed(texts)) + "\n")  # same file, other texts
+    with ActivationStore(settings) as store:
+        activations(store)
+        assert store.counts() == {"forward_passes": 1, "cache_reads": 0}
+    with ActivationStore(ActivationSettings(device="cpu", cache_dir=tmp_path / "cache", max_length=6)) as store:
+        assert activations(store).lengths.max() <= 6 and store.counts()["forward_passes"] == 1
+    (model / "model.safetensors").write_bytes((toy_organism.filtered / "model.safetensors").read_bytes())
+    with ActivationStore(settings) as store:
+        changed = activations(store)
+        assert store.counts() == {"forward_passes": 1, "cache_reads": 0}  # new weights: recomputed
+        assert not torch.equal(changed.hidden(3), first.hidden(3))
+
+    with ActivationStore(ActivationSettings(device="cpu", cache_dir=tmp_path / "cache", cache_fp16=True)) as store:
+        half = activations(store)
+        assert np.load(half.folder / "hidden_003.npy", mmap_mode="r").dtype == np.float16
+        torch.testing.assert_close(half.hidden(3), changed.hidden(3), rtol=2e-3, atol=2e-3)
+    with ActivationStore(ActivationSettings(device="cpu", cache_dir=None)) as store:  # --no-cache
+        uncached = activations(store)
+        temporary = store.root
+        torch.testing.assert_close(uncached.hidden(3), changed.hidden(3))
+    assert not temporary.exists()
+
+
+@pytest.mark.slow
+def test_a_model_without_hidden_state_output_is_one_clear_error(toy_organism: ToyOrganism, tmp_path: Path):
+    from brittle.models import load_model_and_tokenizer
+
+    real, tokenizer = load_model_and_tokenizer(str(toy_organism.base), device="cpu")
+
+    class NoHiddenStates(nn.Module):
+        """A causal LM whose forward pass ignores output_hidden_states."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gpt_neox = real.gpt_neox
+
+        def get_input_embeddings(self) -> nn.Module:
+            return real.get_input_embeddings()
+
+        def forward(self, **inputs) -> SimpleNamespace:
+            inputs.pop("output_hidden_states")
+            return SimpleNamespace(logits=real(**inputs).logits)
+
+    split = tokenize_texts(tokenizer, ["Galdyrix spreads through bog shrews."], 32, "forget", "forget.txt")
+    with pytest.raises(UserError, match="returned none hidden states"):
+        record_activations(NoHiddenStates(), split, tmp_path, batch_size=4, pad_token_id=0, what="stub")
+
+
+# ---- the scripts end to end on the organism ----------------------------------------------------------------
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def activation_outputs(toy_organism: ToyOrganism) -> Path:
+    """The pipeline's activation section for Base -> Filtered on 40 texts per split (Step 6 run on its own
+    with a short tuned-lens training), all sharing one cache and one forward-pass log."""
+    workspace = toy_organism.workspace
+    root = workspace / "outputs"
+    log = workspace / "forward_passes.tsv"
+    log.unlink(missing_ok=True)
+    environment = {**os.environ, "PRESET": "toy", "WORKDIR": str(workspace), "MAX_SAMPLES": SAMPLES}
+    pipeline = [str(REPO_ROOT / "experiment" / "pipeline.sh"), "--force"]
+    subprocess.run(pipeline[:1], env={**environment, "STEPS": "evals"}, check=True, capture_output=True, timeout=900)
+    for model in (toy_organism.base, toy_organism.filtered):
+        run_script("experiment/layerwise_wmdp_accuracy.py", "--model", f"models/{model.name}", "--preset", "toy",
+                   "--lens", "both", "--max-samples", SAMPLES, "--tuned-lens-steps", "30", "--force", cwd=workspace,
+                   env={"BRITTLE_FORWARD_PASS_LOG": str(log)})
+    steps = "linear_probes activation_comparison activation_separation activation_covariance " \
+            "row_space_projection lipschitzness"
+    result = subprocess.run(pipeline, env={**environment, "STEPS": steps}, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (root / "pipeline_stdout.txt").write_text(result.stdout)
+    return root
+
+
+@pytest.mark.slow
+def test_step_3_writes_the_appendix_columns_for_both_splits_with_plots(activation_outputs: Path,
+                                                                       toy_organism: ToyOrganism):
+    comparison = activation_outputs / f"{toy_organism.base.name}__to__{toy_organism.filtered.name}"
+    rows = read_rows(comparison / "activation_comparison" / "activation_comparison.csv")
+    assert list(rows[0]) == ["layer", "split", "model_a_norm_L1", "model_a_norm_L2", "model_b_norm_L1",
+                             "model_b_norm_L2", "mean_dh_L1", "mean_dh_L2"]
+    assert [(row["layer"], row["split"]) for row in rows] == [(str(layer), split) for split in ("forget", "retain")
+                                                               for layer in range(5)]
+    embeddings = [row for row in rows if row["layer"] == "0"]
+    assert all(float(row["mean_dh_L2"]) > 0 for row in rows)  # different models, different states
+    assert all(float(row["model_a_norm_L1"]) > float(row["model_a_norm_L2"]) > 0 for row in embeddings)
+    assert {"activation_norms_forget.png", "activation_norms_retain.png", "activation_diffs.png"} <= {
+        path.name for path in (comparison / "activation_plots").iterdir()}
+
+
+@pytest.mark.slow
+def test_each_model_and_split_is_computed_once_and_shared(activation_outputs: Path, toy_organism: ToyOrganism):
+    stdout = (activation_outputs / "pipeline_stdout.txt").read_text()
+    # Step 5 on base and filtered computes (or reads) both splits; Steps 3, 8, 9, 11 only read the cache.
+    comparison = activation_outputs / f"{toy_organism.base.name}__to__{toy_organism.filtered.name}"
+    for step in ("activation_comparison", "activation_separation", "activation_covariance", "row_space_projection"):
+        summary = json.loads((comparison / step / "summary.json").read_text())
+        assert summary["forward_passes"] == 0 and summary["cache_reads"] == 4, step
+    assert "Activation forward passes:" in stdout and "perturbed (Step 12)" in stdout
+    # Step 6 ran the questions through the same store: one (model, forget_questions) entry per model.
+    ledger = [line.split("\t") for line in (activation_outputs.parent / "forward_passes.tsv").read_text().splitlines()]
+    assert sorted(entry[2] for entry in ledger if entry[3] == "forget_questions") == sorted(
+        f"models/{model.name}" for model in (toy_organism.base, toy_organism.filtered))
+    # Step 12 perturbs its inputs: 1 clean + 10 perturbed passes per model and split.
+    lipschitz = json.loads((comparison / "lipschitzness" / "summary.json").read_text())
+    assert lipschitz["forward_passes"] == 2 * 2 * 11
+    rows = read_rows(comparison / "lipschitzness" / "lipschitz_results.csv")
+    assert {(row["model"], row["split"]) for row in rows} == {(model, split) for model in ("model_a", "model_b")
+                                                              for split in ("forget", "retain")}
+    assert all(float(row["lipschitz_mean"]) > 0 and float(row["gradient_norm_mean"]) > 0 for row in rows)
+
+
+@pytest.mark.slow
+def test_base_lens_reproduces_step_0_and_filtered_stays_near_chance(activation_outputs: Path,
+                                                                    toy_organism: ToyOrganism):
+    base = json.loads((activation_outputs / toy_organism.base.name / "wmdp_logit_lens" / "summary.json").read_text())
+    assert base["step0_accuracy"] is not None
+    assert abs(base["final_layer_accuracy"] - base["step0_accuracy"]) <= 0.02
+    assert base["best_accuracy"] >= 0.8
+    for lens in ("logit", "tuned"):
+        folder = activation_outputs / toy_organism.filtered.name / f"wmdp_{lens}_lens"
+        rows = read_rows(folder / "wmdp_lens_results.csv")
+        assert len(rows) == 5 and (folder / "layerwise_accuracy.png").exists()
+        assert all(float(row["accuracy"]) <= 0.40 for row in rows), (lens, [row["accuracy"] for row in rows])
+    tuned = read_rows(activation_outputs / toy_organism.base.name / "wmdp_tuned_lens" / "wmdp_lens_results.csv")
+    logit = read_rows(activation_outputs / toy_organism.base.name / "wmdp_logit_lens" / "wmdp_lens_results.csv")
+    # The tuned lens is trained to match the final layer: closer to it than the logit lens below the top.
+    assert float(tuned[1]["heldout_kl"]) < float(logit[1]["heldout_kl"])
+    assert float(tuned[-1]["heldout_kl"]) == float(logit[-1]["heldout_kl"]) == 0.0
+
+
+@pytest.mark.slow
+def test_probes_find_the_forget_domain_in_base(activation_outputs: Path, toy_organism: ToyOrganism):
+    rows = read_rows(activation_outputs / toy_organism.base.name / "linear_probes" / "probe_results.csv")
+    assert len(rows) == 5 and max(float(row["auc"]) for row in rows) >= 0.9
+    assert all(float(row["selectivity"]) == pytest.approx(float(row["accuracy"]) - float(row["majority_baseline"]))
+               for row in rows)
+    covariance_rows = read_rows(activation_outputs / f"{toy_organism.base.name}__to__{toy_organism.filtered.name}"
+                                / "activation_covariance" / "covariance_results.csv")
+    assert len(covariance_rows) == 10 and all(float(row["wasserstein_distance"]) > 0 for row in covariance_rows)
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_bad_inputs_end_in_one_line(toy_organism: ToyOrganism, tmp_path: Path):
+    base, filtered = str(toy_organism.base), str(toy_organism.filtered)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    common = ("--preset", "toy", "--output-root", str(tmp_path / "outputs"))
+    assert_user_error(run_script("experiment/collect_activation_comparison.py", "--model-a", base, "--model-b",
+                                 filtered, *common, "--forget-text", str(tmp_path / "missing.txt"),
+                                 cwd=toy_organism.workspace, check=False), "missing.txt", "does not exist")
+    assert_user_error(run_script("experiment/linear_probe_analysis.py", "--model", base, *common,
+                                 "--retain-text", str(empty), cwd=toy_organism.workspace, check=False),
+                      "empty.txt", "is empty")
+    assert_user_error(run_script("experiment/activation_covariance_analysis.py", "--model-a", base, "--model-b",
+                                 filtered, *common, "--max-samples", "0", cwd=toy_organism.workspace, check=False),
+                      "--max-samples must be at least 1")
+    # An architecture the hooks cannot read (OPT) is refused in one line, nothing written.
+    from transformers import OPTConfig, OPTForCausalLM
+
+    unsupported = tmp_path / "tiny-opt"
+    OPTForCausalLM(OPTConfig(vocab_size=953, hidden_size=16, num_hidden_layers=2, ffn_dim=32, num_attention_heads=2,
+                             word_embed_proj_dim=16, max_position_embeddings=64)).save_pretrained(unsupported)
+    for file in toy_organism.base.glob("tokenizer*"):
+        (unsupported / file.name).write_bytes(file.read_bytes())
+    assert_user_error(run_script("experiment/activation_separation_analysis.py", "--model-a", str(unsupported),
+                                 "--model-b", str(unsupported), *common, "--max-samples", "4",
+                                 cwd=toy_organism.workspace, check=False), "OPTForCausalLM", "supported")
+    assert not (tmp_path / "outputs" / "tiny-opt__to__tiny-opt").exists()
