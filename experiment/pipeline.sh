@@ -9,6 +9,10 @@
 # Settings (environment variables):
 #   PRESET        real (default) or toy: model names, data paths, eval tasks, defaults (brittle/presets.py)
 #   SEED          seed of the organism and of every step (default 42)
+#   SEEDS         several seeds, e.g. SEEDS="42 123": the whole study (organism, unlearning, steps, attack)
+#                 once per seed, then one report with mean ± std over the seeds
+#   BASELINE_MIN_FORGET_ACC  pre-flight: base's forget accuracy must reach this before anything is
+#                 unlearned or attacked (default: the preset's, toy 0.8, real 0.35; 0 disables the check)
 #   BASE, FILTERED, UNLEARNED, PRETRAIN, CB_MODEL
 #                 override the preset's models (hub ids or local folders). Under PRESET=toy an empty
 #                 UNLEARNED (the default) is made with `unlearn/run_unlearn.sh cb_lat`, and an empty
@@ -24,6 +28,9 @@
 #   ACTIVATION_CACHE  on (default) or off: reuse each (model, split) forward pass across the activation
 #                 steps through <OUTPUT_ROOT>/.activation_cache, or let every step run its own
 #   CACHE_FP16    1: keep cached hidden states in float16 (half the disk, less precision)
+#
+# Step 13 (the relearning attack) runs for every comparison of Base with an unlearned model (COMP2, and
+# COMP4 with the CB comparisons), and the report (outputs/report.html) comes last.
 #
 # COMP1 (Base -> Filtered: what genuine ignorance looks like) and COMP2 (Base -> Unlearned: what post-hoc
 # unlearning looks like) always run. Per-model steps run once per model (outputs/<model>/<step>/);
@@ -59,6 +66,22 @@ case $PRESET in
     toy) export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ;;  # the organism never needs the hub
     *) echo "error: unknown PRESET '$PRESET'; use real or toy" >&2; exit 2 ;;
 esac
+
+# Several seeds: the whole study once per seed, each run by this script with SEED set, then one report
+# over all of them (the per-seed runs leave the report to this one).
+if [[ -n ${SEEDS:-} && -z ${PIPELINE_ONE_SEED:-} ]]; then
+    MANIFESTS=()
+    for seed in $SEEDS; do
+        [[ $seed =~ ^[0-9]+$ ]] || { echo "error: SEEDS must be whole numbers separated by spaces, got '$SEEDS'" >&2; exit 2; }
+        echo "==> Seed $seed of SEEDS=\"$SEEDS\""
+        PIPELINE_ONE_SEED=1 SEED=$seed "$REPO/experiment/pipeline.sh" "$@"
+        MANIFESTS+=(--manifest "$OUTPUT_ROOT/.manifests/seed$seed.tsv")
+    done
+    echo
+    echo "==> Report over SEEDS=\"$SEEDS\""
+    uv run --quiet "$REPO/experiment/report.py" --preset "$PRESET" --output-root "$OUTPUT_ROOT" "${MANIFESTS[@]}"
+    exit
+fi
 
 # The preset's models and data, unless already set in the environment.
 eval "$(uv run --quiet "$REPO/experiment/plan.py" preset --preset "$PRESET" --seed "$SEED")"
@@ -101,7 +124,7 @@ run_step() {
 KNOWN_STEPS=" "
 step_selected() {
     [[ $KNOWN_STEPS == *" $1 "* ]] || KNOWN_STEPS+="$1 "
-    [[ -z ${STEPS:-} || " $STEPS " == *" $1 "* ]]
+    [[ -z ${STEPS:-} || " $STEPS " == *" $1 "* || " $STEPS " == *" ${1%_seed*} "* ]]  # relearn_attack_seed42: relearn_attack
 }
 
 # step_done STEP MODEL [MODEL_B]: true when the step's output folder exists (and no --force).
@@ -185,6 +208,22 @@ make_unlearned_model() {
     printf -v "$variable" '%s' "$folder"
 }
 
+# ---------------------------------------------------------------------------------------------
+# Pre-flight: the base model must know the forget facts before anything is unlearned or attacked.
+# Step 0 of base runs first (it runs anyway) and the check reads it; without it, the check measures.
+# ---------------------------------------------------------------------------------------------
+per_model_step evals "$BASE" experiment/eval.py --preset "$PRESET"  # Step 0 of base
+preflight_status=0
+uv run --quiet "$REPO/experiment/plan.py" preflight --model "$BASE" --task "$FORGET_TASK" \
+    --threshold "$BASELINE_MIN_FORGET_ACC" --output-root "$OUTPUT_ROOT" || preflight_status=$?
+case $preflight_status in
+    0) ;;
+    3) run_step "pre-flight: $BASE" uv run "$REPO/experiment/relearn_attack.py" --model-a "$BASE" --preset "$PRESET" \
+           --check-baseline-only --baseline-min-forget-acc "$BASELINE_MIN_FORGET_ACC" --device "$DEVICE" \
+           --dtype "$DTYPE" --seed "$SEED" --output-root "$OUTPUT_ROOT" ;;
+    *) exit "$preflight_status" ;;
+esac
+
 make_unlearned_model UNLEARNED cb_lat  # the default intervention: circuit breakers + latent adversarial training
 if [[ $ENABLE_CB_COMPARISONS == 1 ]]; then
     make_unlearned_model CB_MODEL cb  # circuit breakers alone: the CB -> CB-LAT ablation chain
@@ -267,6 +306,27 @@ done
 for comparison in "${COMPARISONS[@]}"; do
     pairwise_steps "${comparison%%|*}" "${comparison##*|}"
 done
+
+# Step 13: the relearning attack on each unlearned model (conditions A, B), on base (C) and on filtered (F).
+pairwise_step "relearn_attack_seed$SEED" "$BASE" "$UNLEARNED" experiment/relearn_attack.py --filtered "$FILTERED" \
+    --preset "$PRESET" --baseline-min-forget-acc "$BASELINE_MIN_FORGET_ACC"
+if [[ $ENABLE_CB_COMPARISONS == 1 ]]; then
+    pairwise_step "relearn_attack_seed$SEED" "$BASE" "$CB_MODEL" experiment/relearn_attack.py --filtered "$FILTERED" \
+        --preset "$PRESET" --baseline-min-forget-acc "$BASELINE_MIN_FORGET_ACC"
+fi
+
+# The comparisons of this seed, for the report (and for a SEEDS run's report over every seed).
+mkdir -p "$OUTPUT_ROOT/.manifests"
+for index in "${!COMPARISONS[@]}"; do
+    printf '%s\t%s\t%s\n' "${COMPARISON_LABELS[index]}" "${COMPARISONS[index]%%|*}" "${COMPARISONS[index]##*|}"
+done > "$OUTPUT_ROOT/.manifests/seed$SEED.tsv.partial"
+mv "$OUTPUT_ROOT/.manifests/seed$SEED.tsv.partial" "$OUTPUT_ROOT/.manifests/seed$SEED.tsv"
+
+# The report: reads what the steps wrote (cheap, so it always runs); a SEEDS run makes it after every seed.
+if [[ -z ${PIPELINE_ONE_SEED:-} ]] && step_selected report; then
+    run_step "report" uv run --quiet "$REPO/experiment/report.py" --preset "$PRESET" --output-root "$OUTPUT_ROOT" \
+        --manifest "$OUTPUT_ROOT/.manifests/seed$SEED.tsv"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Summary

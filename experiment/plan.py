@@ -17,7 +17,11 @@
     uv run experiment/plan.py where [--output-root R] M 'A|B' ...
         prints, one per line, the results folder of a model (`R/<model>`) or a comparison (`R/<a>__to__<b>`)
 
-Both answer in a fraction of a second, which keeps a re-run of a finished pipeline fast: the
+    uv run experiment/plan.py preflight --model BASE --task TASK --threshold X [--output-root R]
+        the baseline pre-flight check from Step 0's results: exit 0 when base's accuracy on the forget
+        task reaches the threshold, 2 (with one error line) when it does not, 3 when Step 0 has not run
+
+All answer in a fraction of a second, which keeps a re-run of a finished pipeline fast: the
 drivers skip finished steps without starting Python processes that import torch.
 """
 
@@ -30,7 +34,10 @@ from pathlib import Path
 
 from brittle.cli import run_cli
 from brittle.outputs import comparison_name, comparison_step_dir, model_slug, model_step_dir
+from brittle.preflight import check_forget_baseline, step0_forget_accuracy
 from brittle.presets import get_preset
+
+STEP_0_MISSING = 3  # exit status of `preflight` when it cannot answer without measuring
 
 # Shell variable -> preset field.
 SHELL_VARIABLES = {
@@ -46,6 +53,7 @@ SHELL_VARIABLES = {
     "FORGET_QUESTIONS_V": "forget_questions_v",
     "FORGET_TASK": "forget_task",
     "RETAIN_TASK": "retain_task",
+    "BASELINE_MIN_FORGET_ACC": "baseline_min_forget_acc",
 }
 
 
@@ -70,6 +78,11 @@ def main() -> None:
     where_parser = commands.add_parser("where", help="print the results folders of models and comparisons")
     where_parser.add_argument("entries", nargs="+", help="a model, or a comparison written 'MODEL_A|MODEL_B'")
     where_parser.add_argument("--output-root", default="outputs")
+    preflight_parser = commands.add_parser("preflight", help="the baseline pre-flight check from Step 0's results")
+    preflight_parser.add_argument("--model", required=True, help="the base model")
+    preflight_parser.add_argument("--task", required=True, help="the forget task of Step 0, e.g. toy_forget_mcq")
+    preflight_parser.add_argument("--threshold", type=float, required=True, help="minimum accuracy (0 disables)")
+    preflight_parser.add_argument("--output-root", default="outputs")
     args = parser.parse_args()
 
     if args.command == "preset":
@@ -79,6 +92,15 @@ def main() -> None:
         for entry in args.entries:
             model_a, _, model_b = entry.partition("|")
             print(Path(args.output_root) / (comparison_name(model_a, model_b) if model_b else model_slug(model_a)))
+        return
+    if args.command == "preflight":
+        if args.threshold <= 0:
+            print("pre-flight: disabled (BASELINE_MIN_FORGET_ACC=0)")
+            return
+        accuracy = step0_forget_accuracy(args.model, args.task, args.output_root)
+        if accuracy is None:
+            sys.exit(STEP_0_MISSING)
+        check_forget_baseline(args.model, accuracy, args.threshold, f"Step 0 {args.task}")
         return
     if args.model_b:
         folder = comparison_step_dir(args.model, args.model_b, args.step, args.output_root)

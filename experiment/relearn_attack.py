@@ -62,6 +62,7 @@ from brittle.outputs import (
     write_json,
 )
 from brittle.plotting import figure_and_axes, save_figure
+from brittle.preflight import check_forget_baseline
 from brittle.presets import get_preset
 from brittle.runtime import seed_everything
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
@@ -199,11 +200,7 @@ def check_baseline(base: str, questions: list[dict[str, Any]], minimum: float, a
     model, tokenizer = load_model_and_tokenizer(base, args.device, args.dtype)
     accuracy = multiple_choice_accuracy(model, tokenizer, questions, args.eval_batch_size)
     del model
-    if minimum > 0 and accuracy < minimum:
-        raise UserError(f"pre-flight check failed: the base model {base} answers only {accuracy:.3f} of the forget "
-                        f"questions (needs >= {minimum}); it does not know what unlearning should remove. Use a "
-                        "model that knows the facts, or set BASELINE_MIN_FORGET_ACC=0 to skip the check")
-    print(f"pre-flight: base {base} forget accuracy {accuracy:.3f} (threshold {minimum})")
+    check_forget_baseline(base, accuracy, minimum, f"the {len(questions)} T and V questions")
     return accuracy
 
 

@@ -19,7 +19,9 @@ Unlearned") has one instance per seed, and each cell shows mean ± std over the 
         --comparison "COMP1 Base -> Filtered" models/toy-base-s42 models/toy-filtered-s42 \\
         --comparison "COMP2 Base -> Unlearned" models/toy-base-s42 unlearned_models/toy-base-s42__cb_lat__...
 
-Without `--comparison` it reports every `<a>__to__<b>/` folder under the output root. Outputs:
+`--manifest FILE` reads the comparisons from a file of `LABEL<TAB>MODEL_A<TAB>MODEL_B` lines (the pipeline
+writes one per seed to `outputs/.manifests/seed<S>.tsv`). Without either, it reports every
+`<a>__to__<b>/` folder under the output root. Outputs:
 `outputs/report.html` and `outputs/report_summary.csv` (label, level, measure, n, mean, std, values).
 """
 
@@ -497,10 +499,27 @@ def discover_comparisons(root: Path) -> list[Comparison]:
     return comparisons
 
 
+def read_manifest(path: str) -> list[Comparison]:
+    """The comparisons of a LABEL<TAB>MODEL_A<TAB>MODEL_B file."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise UserError(f"cannot read the manifest {path}: {error.strerror}") from error
+    comparisons = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise UserError(f"{path} line {number} is not LABEL<TAB>MODEL_A<TAB>MODEL_B: {line!r}")
+        comparisons.append(Comparison(*fields))
+    return comparisons
+
+
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comparison", nargs=3, action="append", metavar=("LABEL", "MODEL_A", "MODEL_B"),
                         help="a comparison to report (repeat; the same LABEL on several seeds is averaged)")
+    parser.add_argument("--manifest", action="append", default=[],
+                        help="a file of LABEL<TAB>MODEL_A<TAB>MODEL_B lines (repeat, e.g. one per seed)")
     parser.add_argument("--preset", choices=["real", "toy"], default="real", help="names the Step 0 tasks to show")
     parser.add_argument("--output-root", default=str(DEFAULT_OUTPUT_ROOT), help="where the steps wrote (outputs/)")
     parser.add_argument("--output", default=None, help="the HTML page (default: <output-root>/report.html)")
@@ -512,8 +531,9 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.output_root)
     if not root.is_dir():
         raise UserError(f"output root {root} does not exist; run the pipeline first (./experiment/pipeline.sh)")
-    comparisons = ([Comparison(*triple) for triple in args.comparison] if args.comparison
-                   else discover_comparisons(root))
+    comparisons = unique([*(Comparison(*triple) for triple in args.comparison or []),
+                          *(comparison for manifest in args.manifest for comparison in read_manifest(manifest))])
+    comparisons = comparisons or discover_comparisons(root)
     if not comparisons:
         raise UserError(f"no comparison folders (<a>__to__<b>/) under {root}; run the pipeline first, or name them "
                         "with --comparison LABEL MODEL_A MODEL_B")
@@ -529,6 +549,20 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(problems)} missing or unreadable inputs -> {output}")
     for problem in problems:
         print(f"  missing: {problem}")
+    print_headlines(rows, comparisons, cells)
+
+
+HEADLINE_LEVELS = ("Capabilities", "Recoverability")
+
+
+def print_headlines(rows: list[Row], comparisons: list[Comparison], cells: dict[tuple[str, str], Cell]) -> None:
+    """The Step 0 and Step 13 numbers of every comparison (mean ± std over seeds), for the terminal."""
+    for label in unique(comparison.label for comparison in comparisons):
+        print(label)
+        for row in rows:
+            if row.level in HEADLINE_LEVELS:
+                for measure in row.measures:
+                    print(f"  {measure.label:<52} {cells[(label, measure.label)].text(measure.digits)}")
 
 
 if __name__ == "__main__":
