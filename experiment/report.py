@@ -153,16 +153,6 @@ def lipschitz_ratio(split: str) -> Callable[[Path], float]:
     return read
 
 
-def summary_value(name: str) -> Callable[[Path], float]:
-    """One column of the relearning attack's one-row summary.csv."""
-    def read(path: Path) -> float:
-        value = read_csv(path)[0][name]
-        if value in ("", "None"):
-            raise ValueError(f"{name} is undefined (its denominator was not positive)")
-        return float(value)
-    return read
-
-
 def attack_before(path: Path) -> float:
     """V accuracy of the model before the attack (epoch 0 of its runs.csv)."""
     return column(read_csv(path), "v_accuracy", epoch="0")[0]
@@ -171,6 +161,15 @@ def attack_before(path: Path) -> float:
 def attack_best(path: Path) -> float:
     """The best V accuracy over the attack's settings (learning rate, epoch)."""
     return max(float(row["v_accuracy"]) for row in read_csv(path) if int(row["epoch"]) > 0)
+
+
+def recovery_rate(runs_b: Path, runs_a: Path) -> float:
+    """(B − A) / (C − A): B = model B's best attacked V accuracy, A = its V accuracy before the attack,
+    C = model A's (the base's) best under the same attack; for Base -> Filtered, the filtered recovery."""
+    before, after, ceiling = attack_before(runs_b), attack_best(runs_b), attack_best(runs_a)
+    if ceiling - before <= 0:
+        raise ValueError("undefined: model B was not below the attacked base before the attack")
+    return (after - before) / (ceiling - before)
 
 
 def eval_accuracy(task: str) -> Callable[[Path], float]:
@@ -187,15 +186,16 @@ class Measure:
 
     `scope` says which folder: the comparison's (`outputs/<a>__to__<b>/`), model A's or model B's
     (`outputs/<model>/`). `source` may be a glob (e.g. one relearning folder per seed); every match is
-    one sample.
+    one sample. A `paired` measure reads B's file and the file at the same place under model A.
     """
 
     label: str
     step: str
     scope: str
     source: str
-    read: Callable[[Path], float]
+    read: Callable[..., float]
     digits: int = 3
+    paired: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def big_picture_rows(forget_task: str, retain_task: str) -> list[Row]:
                 Measure("mean stable rank of ΔW", "Step 1 weight_comparison", "comparison",
                         f"{weights}/per_matrix.csv", mean_stable_rank, 2),
                 Measure("top-10 energy of ΔW (sampled matrices)", "Step 7 null_space_analysis", "comparison",
-                        "null_space_analysis/null_space_results.csv", csv_mean("dW_energy_top_k")),
+                        "null_space_analysis/null_space_results.csv", csv_mean("dW_top_k_energy_ratio")),
                 Measure("MLP ΔW energy outside W's column space", "Step 10 mlp_nullspace", "comparison",
                         "mlp_nullspace/summary.json", json_value("null_space_fraction")),
             ]),
@@ -275,9 +275,9 @@ def big_picture_rows(forget_task: str, retain_task: str) -> list[Row]:
             "unlearning: low selectivity (≈ 1)", [
                 Measure("activation change forget/retain", "Step 3 activation_comparison", "comparison", activations,
                         activation_selectivity),
-                Measure("row-space projection selectivity (mean over layers)", "Step 11 row_space_projection",
-                        "comparison", "row_space_projection/summary.json",
-                        json_value("selectivity_by_layer", "forget_over_retain")),
+                Measure("row-space projection forget/retain, A's inputs (mean over layers)",
+                        "Step 11 row_space_projection", "comparison", "row_space_projection/projection_results.csv",
+                        csv_mean("model_a_selectivity")),
             ]),
         Row("Stability", "Is the new behaviour robust or fragile?", "12",
             "unlearning: rougher (Lipschitz ratio B/A > 1) on forget text", [
@@ -294,8 +294,8 @@ def big_picture_rows(forget_task: str, retain_task: str) -> list[Row]:
                         "relearn_attack_seed*/runs.csv", attack_best),
                 Measure("C: base after the same attack", "Step 13 relearn_attack", "model_a",
                         "relearn_attack_seed*/runs.csv", attack_best),
-                Measure("recovery rate (B − A) / (C − A)", "Step 13 relearn_attack", "comparison",
-                        "relearn_attack_seed*/summary.csv", summary_value("recovery_rate")),
+                Measure("recovery rate (B − A) / (C − A)", "Step 13 relearn_attack", "model_b",
+                        "relearn_attack_seed*/runs.csv", recovery_rate, paired=True),
             ]),
     ]
 
@@ -350,7 +350,9 @@ def collect(rows: list[Row], comparisons: list[Comparison], root: Path) -> dict[
                     cell.problems.append(f"{measure.step}: {folder[measure.scope] / measure.source} is missing")
                 for path in matches:
                     try:
-                        cell.values.append(measure.read(path))
+                        relative = path.relative_to(folder[measure.scope])
+                        paired = (folder["model_a"] / relative,) if measure.paired else ()
+                        cell.values.append(measure.read(path, *paired))
                     except (OSError, KeyError, ValueError, IndexError, ZeroDivisionError, TypeError) as error:
                         cell.problems.append(f"{measure.step}: cannot read {path} ({type(error).__name__}: {error})")
     return cells
@@ -386,7 +388,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
 h1 { margin-bottom: .2rem; } .subtitle { color: #666; margin-top: 0; }
 table { border-collapse: collapse; width: 100%; margin: 1rem 0 2rem; font-size: .92rem; }
 th, td { border: 1px solid #ddd; padding: .45rem .6rem; vertical-align: top; text-align: left; }
-th { background: #f4f4f6; } td.level { font-weight: 600; white-space: nowrap; }
+th { background: #f4f4f6; } td.level { font-weight: 600; width: 24%; }
 .question { color: #555; font-size: .85rem; } .prediction { color: #7a4b00; font-size: .82rem; }
 .measure { display: flex; justify-content: space-between; gap: 1rem; }
 .measure .name { color: #555; } .measure .value { font-variant-numeric: tabular-nums; font-weight: 600; }
@@ -397,12 +399,13 @@ figcaption { font-size: .8rem; color: #555; }
 ul.problems { font-size: .85rem; color: #444; }
 """
 
-KEY_PLOTS = [  # (scope, glob, caption) of the plots worth a look for every comparison
-    ("comparison", "param_plots/layer_locality.png", "Step 1: relative change per layer"),
-    ("comparison", "mlp_attn_analysis/mlp_attn_change.png", "Step 4: MLP vs attention"),
-    ("comparison", "activation_plots/activation_diffs.png", "Step 3: activation change per layer"),
-    ("model_b", "wmdp_logit_lens/*.png", "Step 6: logit-lens accuracy per layer (model B)"),
-    ("comparison", "relearn_attack_seed*/attack_curves.png", "Step 13: relearning attack"),
+KEY_PLOTS = [  # (caption, candidates as (scope, glob), the first found is shown) worth a look for every comparison
+    ("Step 1: relative change per layer", [("comparison", "param_plots/layer_locality.png")]),
+    ("Step 4: MLP vs attention", [("comparison", "mlp_attn_analysis/mlp_attn_change.png")]),
+    ("Step 3: activation change per layer", [("comparison", "activation_plots/activation_diffs.png")]),
+    ("Step 6: logit-lens accuracy per layer (model B)", [("model_b", "wmdp_logit_lens/*.png")]),
+    ("Step 13: relearning attack", [("comparison", "relearn_attack_seed*/attack_curves.png"),
+                                    ("model_b", "relearn_attack_seed*/relearning_curves.png")]),
 ]
 
 
@@ -434,14 +437,19 @@ def signature_table(rows: list[Row], labels: list[str], cells: dict[tuple[str, s
 def plots_section(comparisons: list[Comparison], root: Path) -> tuple[str, list[str]]:
     """Key plots of each comparison (the first seed's instance of each label); and the missing ones."""
     parts, missing = [], []
-    for comparison in {comparison.label: comparison for comparison in reversed(comparisons)}.values():
+    first_of_each_label = {}
+    for comparison in comparisons:
+        first_of_each_label.setdefault(comparison.label, comparison)
+    for comparison in first_of_each_label.values():
         figures = []
-        for scope, pattern, caption in KEY_PLOTS:
-            matches = sorted(comparison.scope_folder(scope, root).glob(pattern))
+        for caption, candidates in KEY_PLOTS:
+            matches = next((found for scope, pattern in candidates
+                            if (found := sorted(comparison.scope_folder(scope, root).glob(pattern)))), [])
             if matches:
                 figures.append(f"<figure>{embedded_image(matches[0])}<figcaption>{html.escape(caption)} — "
                                f"{html.escape(str(matches[0].relative_to(root)))}</figcaption></figure>")
             else:
+                scope, pattern = candidates[0]
                 missing.append(f"{comparison.label}: plot {comparison.scope_folder(scope, root) / pattern}")
         if figures:
             parts.append(f"<h3>{html.escape(comparison.label)}</h3><div class='plots'>{''.join(figures)}</div>")

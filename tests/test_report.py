@@ -28,7 +28,11 @@ def write_seed(root: Path, seed: int, forget_b: float, recovery: float, delta_sc
         {"name": "layers.0.mlp.dense_4h_to_h.weight", "layer": 0, "group": "mlp", "dW_fro": 4 * delta_scale,
          "W_fro": 8, "dW_spectral_rel": 0.2, "dW_stable_rank": 3.0},
     ])
-    write_csv(comparison / f"relearn_attack_seed{seed}" / "summary.csv", [{"recovery_rate": recovery}])
+    # the attack: B goes 0.25 -> 0.25 + recovery * 0.7 on V, the base (C) reaches 0.95
+    attack = f"relearn_attack_seed{seed}"
+    write_csv(root / unlearned / attack / "runs.csv", [{"epoch": 0, "v_accuracy": 0.25},
+                                                      {"epoch": 1, "v_accuracy": 0.25 + recovery * 0.7}])
+    write_csv(root / base / attack / "runs.csv", [{"epoch": 0, "v_accuracy": 1.0}, {"epoch": 1, "v_accuracy": 0.95}])
     return base, unlearned
 
 
