@@ -13,6 +13,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from brittle.activations import ActivationSettings, ActivationStore, record_activations, tokenize_texts
-from brittle.cli import UserError
+from brittle.cli import UserError, run_cli
 from brittle.texts import read_texts
 from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
@@ -33,6 +34,7 @@ def load_step(name: str) -> ModuleType:
     """An experiment script imported as a module (its functions are the formulas under test)."""
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "experiment" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -131,10 +133,11 @@ def test_the_cache_is_reused_and_invalidated_by_text_count_length_and_model(toy_
 
     with ActivationStore(settings) as store:
         first = activations(store)
+        first_hidden = first.hidden(3)  # read now: a recomputed slot replaces the files in place
         again = activations(store)
         assert store.counts() == {"forward_passes": 1, "cache_reads": 1}
         assert first.num_hidden_states == 5 and first.num_sequences == 12
-        assert torch.equal(first.hidden(3), again.hidden(3)) and first.mlp_input(0).shape == first.hidden(0).shape
+        assert torch.equal(first_hidden, again.hidden(3)) and first.mlp_input(0).shape == first.hidden(0).shape
         activations(store, count=8)  # fewer texts: another slot
         assert store.counts()["forward_passes"] == 2
     text_file.write_text("\n".join(reversed(texts)) + "\n")  # same file, other texts
@@ -147,7 +150,7 @@ def test_the_cache_is_reused_and_invalidated_by_text_count_length_and_model(toy_
     with ActivationStore(settings) as store:
         changed = activations(store)
         assert store.counts() == {"forward_passes": 1, "cache_reads": 0}  # new weights: recomputed
-        assert not torch.equal(changed.hidden(3), first.hidden(3))
+        assert not torch.equal(changed.hidden(3), first_hidden)
 
     with ActivationStore(ActivationSettings(device="cpu", cache_dir=tmp_path / "cache", cache_fp16=True)) as store:
         half = activations(store)
@@ -192,27 +195,44 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def run_main(script: str, *args: str, cwd: Path) -> None:
+    """Run an experiment script's `main()` in this process (no interpreter start-up), from `cwd`."""
+    module = load_step(script)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", [script, *map(str, args)])
+        module.main()
+
+
 @pytest.fixture(scope="module")
 def activation_outputs(toy_organism: ToyOrganism) -> Path:
-    """The pipeline's activation section for Base -> Filtered on 40 texts per split (Step 6 run on its own
-    with a short tuned-lens training), all sharing one cache and one forward-pass log."""
+    """The activation section for Base -> Filtered on 40 texts per split, sharing one cache and one
+    forward-pass log: Steps 0, 5, 6 (short tuned-lens training), 8, 9 and 11 run in-process (each `uv run`
+    costs an interpreter start-up), then the pipeline runs Steps 3 and 12. Steps 3, 8, 9 and 11 read the
+    cache that Step 5 filled."""
     workspace = toy_organism.workspace
     root = workspace / "outputs"
     log = workspace / "forward_passes.tsv"
     log.unlink(missing_ok=True)
-    environment = {**os.environ, "PRESET": "toy", "WORKDIR": str(workspace), "MAX_SAMPLES": SAMPLES}
-    pipeline = [str(REPO_ROOT / "experiment" / "pipeline.sh"), "--force"]
-    subprocess.run(pipeline[:1], env={**environment, "STEPS": "evals"}, check=True, capture_output=True, timeout=900)
-    for model in (toy_organism.base, toy_organism.filtered):
-        run_script("experiment/layerwise_wmdp_accuracy.py", "--model", f"models/{model.name}", "--preset", "toy",
-                   "--lens", "both", "--max-samples", SAMPLES, "--tuned-lens-steps", "30", "--force", cwd=workspace,
-                   env={"BRITTLE_FORWARD_PASS_LOG": str(log)})
-    steps = "linear_probes activation_comparison activation_separation activation_covariance " \
-            "row_space_projection lipschitzness"
-    result = subprocess.run(pipeline, env={**environment, "STEPS": steps}, capture_output=True, text=True,
-                            timeout=900)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BRITTLE_FORWARD_PASS_LOG", str(log))
+        for model in (f"models/{toy_organism.base.name}", f"models/{toy_organism.filtered.name}"):
+            run_main("eval", "--model", model, "--preset", "toy", "--device", "cpu", cwd=workspace)  # skips if done
+            run_main("linear_probe_analysis", "--model", model, "--preset", "toy", "--max-samples", SAMPLES,
+                     "--device", "cpu", "--force", cwd=workspace)
+            run_main("layerwise_wmdp_accuracy", "--model", model, "--preset", "toy", "--lens", "both",
+                     "--max-samples", SAMPLES, "--tuned-lens-steps", "30", "--device", "cpu", "--force", cwd=workspace)
+        pair = ("--model-a", f"models/{toy_organism.base.name}", "--model-b", f"models/{toy_organism.filtered.name}")
+        for script in ("activation_separation_analysis", "activation_covariance_analysis",
+                       "row_space_projection_analysis"):
+            run_main(script, *pair, "--preset", "toy", "--max-samples", SAMPLES, "--device", "cpu", "--force",
+                     cwd=workspace)
+    steps = "activation_comparison lipschitzness"  # through the driver, as a user runs them
+    environment = {**os.environ, "PRESET": "toy", "WORKDIR": str(workspace), "MAX_SAMPLES": SAMPLES, "STEPS": steps}
+    result = subprocess.run([str(REPO_ROOT / "experiment" / "pipeline.sh"), "--force"], env=environment,
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (root / "pipeline_stdout.txt").write_text(result.stdout)
+    (workspace / "pipeline_stdout.txt").write_text(result.stdout)
     return root
 
 
@@ -234,13 +254,14 @@ def test_step_3_writes_the_appendix_columns_for_both_splits_with_plots(activatio
 
 @pytest.mark.slow
 def test_each_model_and_split_is_computed_once_and_shared(activation_outputs: Path, toy_organism: ToyOrganism):
-    stdout = (activation_outputs / "pipeline_stdout.txt").read_text()
+    stdout = (activation_outputs.parent / "pipeline_stdout.txt").read_text()
     # Step 5 on base and filtered computes (or reads) both splits; Steps 3, 8, 9, 11 only read the cache.
     comparison = activation_outputs / f"{toy_organism.base.name}__to__{toy_organism.filtered.name}"
     for step in ("activation_comparison", "activation_separation", "activation_covariance", "row_space_projection"):
         summary = json.loads((comparison / step / "summary.json").read_text())
         assert summary["forward_passes"] == 0 and summary["cache_reads"] == 4, step
-    assert "Activation forward passes:" in stdout and "perturbed (Step 12)" in stdout
+    # The pipeline's own tally: Step 3 computed nothing and read 4 splits; Step 12 perturbed its inputs.
+    assert "Activation forward passes: 0 over (model, split) texts, 44 perturbed (Step 12); 4 splits read" in stdout
     # Step 6 ran the questions through the same store: one (model, forget_questions) entry per model.
     ledger = [line.split("\t") for line in (activation_outputs.parent / "forward_passes.tsv").read_text().splitlines()]
     assert sorted(entry[2] for entry in ledger if entry[3] == "forget_questions") == sorted(
@@ -286,22 +307,32 @@ def test_probes_find_the_forget_domain_in_base(activation_outputs: Path, toy_org
 
 # ---- bad input ---------------------------------------------------------------------------------------------
 
+def assert_one_line_error(capsys: pytest.CaptureFixture, script: str, *args: str, cwd: Path,
+                          phrases: tuple[str, ...]) -> None:
+    """`main()` of `script` ends through `run_cli` in one `error:` line naming `phrases`, exit code 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: run_main(script, *args, cwd=cwd))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("error:") and all(phrase in error[-1] for phrase in phrases), error
+
+
 @pytest.mark.slow
-def test_bad_inputs_end_in_one_line(toy_organism: ToyOrganism, tmp_path: Path):
+def test_bad_inputs_end_in_one_line(toy_organism: ToyOrganism, tmp_path: Path, capsys: pytest.CaptureFixture):
     base, filtered = str(toy_organism.base), str(toy_organism.filtered)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
-    common = ("--preset", "toy", "--output-root", str(tmp_path / "outputs"))
+    common = ("--preset", "toy", "--output-root", str(tmp_path / "outputs"), "--device", "cpu")
+    # Once as a user runs it: `uv run`, a missing text file, one line and exit code 2.
     assert_user_error(run_script("experiment/collect_activation_comparison.py", "--model-a", base, "--model-b",
                                  filtered, *common, "--forget-text", str(tmp_path / "missing.txt"),
                                  cwd=toy_organism.workspace, check=False), "missing.txt", "does not exist")
-    assert_user_error(run_script("experiment/linear_probe_analysis.py", "--model", base, *common,
-                                 "--retain-text", str(empty), cwd=toy_organism.workspace, check=False),
-                      "empty.txt", "is empty")
-    assert_user_error(run_script("experiment/activation_covariance_analysis.py", "--model-a", base, "--model-b",
-                                 filtered, *common, "--max-samples", "0", cwd=toy_organism.workspace, check=False),
-                      "--max-samples must be at least 1")
-    # An architecture the hooks cannot read (OPT) is refused in one line, nothing written.
+    workspace = toy_organism.workspace
+    assert_one_line_error(capsys, "linear_probe_analysis", "--model", base, *common, "--retain-text", str(empty),
+                          cwd=workspace, phrases=("empty.txt", "is empty"))
+    assert_one_line_error(capsys, "activation_covariance_analysis", "--model-a", base, "--model-b", filtered,
+                          *common, "--max-samples", "0", cwd=workspace, phrases=("--max-samples must be at least 1",))
+    # An architecture whose hidden states the hooks cannot read (OPT) is refused in one line, nothing written.
     from transformers import OPTConfig, OPTForCausalLM
 
     unsupported = tmp_path / "tiny-opt"
@@ -309,7 +340,7 @@ def test_bad_inputs_end_in_one_line(toy_organism: ToyOrganism, tmp_path: Path):
                              word_embed_proj_dim=16, max_position_embeddings=64)).save_pretrained(unsupported)
     for file in toy_organism.base.glob("tokenizer*"):
         (unsupported / file.name).write_bytes(file.read_bytes())
-    assert_user_error(run_script("experiment/activation_separation_analysis.py", "--model-a", str(unsupported),
-                                 "--model-b", str(unsupported), *common, "--max-samples", "4",
-                                 cwd=toy_organism.workspace, check=False), "OPTForCausalLM", "supported")
+    assert_one_line_error(capsys, "activation_separation_analysis", "--model-a", str(unsupported), "--model-b",
+                          str(unsupported), *common, "--max-samples", "4", cwd=workspace,
+                          phrases=("OPTForCausalLM", "supported"))
     assert not (tmp_path / "outputs" / "tiny-opt__to__tiny-opt").exists()
