@@ -35,8 +35,15 @@ class EncodedChoice:
 
 
 def encode_choice(tokenizer: PreTrainedTokenizerBase, question: str, choice: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) for `choice` as the continuation of `question`."""
+    """(context ids, continuation ids) for `choice` as the continuation of `question`.
+
+    An empty question becomes the BOS (else EOS) token, as lm-eval conditions an unconditional
+    continuation.
+    """
     context, continuation = question, TARGET_DELIMITER + choice
+    if not context:
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        return [prefix], tokenizer(continuation, add_special_tokens=False)["input_ids"]
     trailing_spaces = len(context) - len(context.rstrip())
     if trailing_spaces:  # lm-eval moves trailing context spaces into the continuation
         continuation = context[-trailing_spaces:] + continuation

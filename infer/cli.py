@@ -8,27 +8,33 @@
 """Generate text from one model on the command line, streaming tokens as they are produced.
 
     uv run infer/cli.py --model EleutherAI/deep-ignorance-unfiltered --prompt "What is biotin?"
-    uv run infer/cli.py --model models/toy-base-s42 --prompt "Q: What is the host of Galdyrix? A:"
-    uv run infer/cli.py --model ... --prompt "..." --device cuda:1 --dtype bf16
+    uv run infer/cli.py --model EleutherAI/deep-ignorance-unfiltered --prompt "..." --device cuda:1
+    uv run infer/cli.py --model EleutherAI/deep-ignorance-unfiltered --prompt "..." --device cpu --dtype fp32
 
-| flag           | default | meaning                                                          |
-|----------------|---------|------------------------------------------------------------------|
-| `--max-tokens` | 200     | maximum new tokens to generate                                   |
-| `--device`     | auto    | auto (accelerate places the model, `device_map="auto"`), cuda, cuda:N, mps, cpu |
-| `--dtype`      | auto    | auto (bf16 on CUDA, fp16 on MPS, fp32 on CPU), fp32, fp16, bf16  |
-| `--temperature`| 0       | 0 = greedy decoding; above 0 samples with that temperature       |
+    # does the model still know? each option's probability, scored as lm-eval scores multiple choice
+    uv run infer/cli.py --model models/toy-base-s42 --prompt "Q: What is the host of Galdyrix? A:" \\
+        --choices "cliff swifts" "bog shrews" "salt crabs" "marsh voles"
+
+| flag            | default | meaning                                                                  |
+|-----------------|---------|--------------------------------------------------------------------------|
+| `--model`       |         | hub id or local model folder (required)                                  |
+| `--prompt`      |         | the text to continue (required)                                          |
+| `--max-tokens`  | 200     | maximum new tokens to generate                                           |
+| `--device`      | auto    | auto (best GPU, `device_map="auto"`), cuda, cuda:N, mps, cpu             |
+| `--dtype`       | auto    | auto (bf16 on CUDA, fp16 on MPS, fp32 on CPU), fp32, fp16, bf16          |
+| `--temperature` | 0       | 0 = greedy decoding; above 0 samples with that temperature               |
+| `--top-p`       | 1.0     | nucleus-sampling threshold (only when sampling)                          |
+| `--seed`        | 42      | random seed (makes sampling reproducible)                                |
+| `--choices`     |         | options of a multiple-choice question: print each one's probability      |
 """
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-from transformers import TextStreamer
-
-from brittle.cli import UserError, add_runtime_arguments, positive_int, run_cli
-from brittle.models import input_device, load_model_and_tokenizer
-from brittle.runtime import seed_everything
+from brittle.cli import add_runtime_arguments, positive_int, run_cli
+from brittle.inference import GenerationSettings, check_choices, check_prompt, score_options, stream_generation
+from brittle.models import load_model_and_tokenizer
 
 
 def main() -> None:
@@ -38,22 +44,30 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=positive_int, default=200, help="maximum new tokens (default 200)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold when sampling")
+    parser.add_argument("--choices", nargs="+", metavar="OPTION",
+                        help="options of a multiple-choice question; each is scored as the continuation of "
+                             "the prompt after one space (as lm-eval does) and its probability printed")
     add_runtime_arguments(parser)
     args = parser.parse_args()
-    if not args.prompt.strip():
-        raise UserError("--prompt is empty; give the text the model should continue")
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    # Every mistake in the arguments is reported before any weights load.
+    check_prompt(args.prompt)
+    if args.choices is not None:
+        check_choices(args.choices)
+    settings = GenerationSettings(args.max_tokens, args.temperature, args.top_p, args.seed)
 
-    seed_everything(args.seed)
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
-    inputs = tokenizer(args.prompt, return_tensors="pt").to(input_device(model))
-    sampling = {"do_sample": True, "temperature": args.temperature, "top_p": args.top_p} \
-        if args.temperature > 0 else {"do_sample": False}
     print(args.prompt, end="", flush=True)
-    with torch.no_grad():
-        model.generate(**inputs, max_new_tokens=args.max_tokens, pad_token_id=tokenizer.pad_token_id,
-                       streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True), **sampling)
+    for piece in stream_generation(model, tokenizer, args.prompt, settings):
+        print(piece, end="", flush=True)
+    print()
+
+    if args.choices is not None:
+        scores = score_options(model, tokenizer, args.prompt, args.choices)
+        print("\noption probabilities (each option's likelihood after the prompt and one space, "
+              "normalised over the options):")
+        for index, (choice, probability) in enumerate(zip(scores.choices, scores.probabilities, strict=True)):
+            marker = "  <- most likely" if index == scores.predicted else ""
+            print(f"  {probability:6.3f}  {choice}{marker}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = ["brittle", "pytest>=8"]
+# dependencies = ["brittle", "pytest>=8", "streamlit>=1.45", "playwright>=1.45"]
 #
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from brittle.inference import read_questions
 from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
 pytestmark = pytest.mark.slow
@@ -133,7 +135,14 @@ def test_an_unknown_task_is_named_before_any_model_loads(toy_organism: ToyOrgani
 
 
 def test_cli_generates_text_from_a_toy_model(toy_organism: ToyOrganism):
-    result = run_script("infer/cli.py", "--model", toy_organism.base, "--prompt", "Q: What is the export of",
+    # A forget question base knows: it answers it, and with --choices prints each option's probability.
+    question = read_questions(toy_organism.data / "questions" / "forget.jsonl")[0]
+    prompt, choices, answer = question.question, list(question.choices), question.answer
+    result = run_script("infer/cli.py", "--model", toy_organism.base, "--prompt", prompt, "--choices", *choices,
                         "--max-tokens", "12", "--device", "cpu", cwd=toy_organism.workspace)
-    continuation = result.stdout.removeprefix("Q: What is the export of")
-    assert continuation.strip(), result.stdout
+    answer_text, _, table = result.stdout.removeprefix(prompt).partition("option probabilities")
+    assert answer_text.strip(), result.stdout
+    rows = re.findall(r"^ +([01]\.\d{3})  (.+?)( +<- most likely)?$", table, flags=re.MULTILINE)
+    assert [choice for _, choice, _ in rows] == choices, result.stdout
+    assert [bool(marker) for _, _, marker in rows] == [index == answer for index in range(len(choices))]
+    assert sum(float(probability) for probability, _, _ in rows) == pytest.approx(1.0, abs=0.01)
