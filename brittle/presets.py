@@ -43,8 +43,17 @@ class Preset:
     forget_task: str  # the task that measures forget-domain knowledge
     retain_task: str  # the task that measures general capability
     mmlu_limit: int | None  # MMLU questions, spread over its 57 subjects (None = all)
-    # Unlearning defaults that differ from the seed's (keyed by flag name, e.g. "lr").
-    unlearn_defaults: dict[str, str] = field(default_factory=dict)
+    # Unlearning defaults that differ from the seed's, by method ("all": every method), keyed by
+    # unlearn/unlearn.py's flag names with underscores, e.g. {"all": {"max_length": 64}, "ga": {"lr": 3e-4}}.
+    unlearn_defaults: dict[str, dict[str, float | int | str]] = field(default_factory=dict)
+
+
+# The organism's unlearning defaults (4 layers of width 128, texts of ~15 tokens): the seed's layers 5-7
+# do not exist and its learning rate of 1e-5 barely moves a model this small. One CPU thread: a model
+# this small gains nothing from more, and on a shared CPU extra threads make each step ~8x slower.
+TOY_UNLEARN_DEFAULTS: dict[str, dict[str, float | int | str]] = {
+    "all": {"layer_id": "1,2", "max_length": 64, "lr": 1e-4, "eval_interval": 20, "threads": 1},
+}
 
 
 def toy_model_path(role: str, seed: int) -> str:
@@ -72,7 +81,7 @@ def toy_preset(seed: int) -> Preset:
         forget_task="toy_forget_mcq",
         retain_task="toy_retain_mcq",
         mmlu_limit=None,
-        unlearn_defaults={"layer_id": "1,2", "lr": "1e-4", "max_length": "64"},
+        unlearn_defaults=TOY_UNLEARN_DEFAULTS,
     )
 
 
