@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 from safetensors.torch import load_file
+
+from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
 pytestmark = pytest.mark.slow
 
