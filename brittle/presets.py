@@ -51,8 +51,18 @@ class Preset:
 # The organism's unlearning defaults (4 layers of width 128, texts of ~15 tokens): the seed's layers 5-7
 # do not exist and its learning rate of 1e-5 barely moves a model this small. One CPU thread: a model
 # this small gains nothing from more, and on a shared CPU extra threads make each step ~8x slower.
+# Found by sweeping learning rate and each method's key hyperparameter on models/toy-base-s42 (README,
+# "Unlearning"): every method reaches forget MCQ <= 0.45 with retain MCQ >= 0.75 in about a minute on CPU.
+# The seed's alpha = 100 makes the retain anchor of rmu/cb/cb_lat so strong that nothing is forgotten here.
 TOY_UNLEARN_DEFAULTS: dict[str, dict[str, float | int | str]] = {
-    "all": {"layer_id": "1,2", "max_length": 64, "lr": 1e-4, "eval_interval": 20, "threads": 1},
+    "all": {"layer_id": "1,2", "max_length": 64, "lr": 1e-3, "eval_interval": 20, "threads": 1},
+    "ga_simple": {"lr": 2e-4, "epochs": 2},  # no retain term: any faster and retain collapses too
+    "npo": {"lr": 2e-3},
+    "rmu": {"lr": 3e-3, "alpha": 1.0},
+    "cb": {"lr": 2e-3, "alpha": 1.0},
+    "cb_lat": {"lr": 2e-3, "alpha": 1.0},
+    "wt_dist": {"wt_noise_std": 0.1, "epochs": 2},  # 0.02 is too little noise for weights of this scale
+    "wt_dist_reg": {"wt_reg_lambda": 0.03},
 }
 
 
