@@ -181,13 +181,13 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["RssAnon"]
 
 
-def run_measured(command: list[str], cwd: Path) -> tuple[float, float, float]:
+def run_measured(command: list[str], cwd: Path, quiet: bool = False) -> tuple[float, float, float]:
     """Run `command`; (seconds, peak VmRSS MB, peak RssAnon MB) of its largest process, polled every 20 ms.
 
     The VmRSS peak is cross-checked with getrusage(RUSAGE_CHILDREN), which the kernel keeps exactly.
     """
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd)
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL if quiet else None)
     peak_rss = peak_anon = 0.0
     while process.poll() is None:
         for pid in descendants(process.pid):
@@ -218,7 +218,7 @@ def main() -> None:
 
         # Baseline: the same interpreter and imports, no work.
         _, baseline_rss, baseline_anon = run_measured(
-            ["uv", "run", "--quiet", str(STEP_SCRIPT), "--help"], workdir)
+            ["uv", "run", "--quiet", str(STEP_SCRIPT), "--help"], workdir, quiet=True)
         command = ["uv", "run", "--quiet", str(STEP_SCRIPT), "--model-a", str(folder_a), "--model-b", str(folder_b),
                    "--output-root", str(workdir / "outputs"), "--device", "cpu", "--force"]
         step_seconds, peak_rss, peak_anon = run_measured(command, workdir)
