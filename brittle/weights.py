@@ -267,4 +267,8 @@ def matrix_pairs(checkpoint_a: Checkpoint, checkpoint_b: Checkpoint, names: Iter
     for name in names:
         base = checkpoint_a.read(name, dtype).to(device)
         modified = checkpoint_b.read(name, dtype).to(device)
-        yield MatrixPair(name, parameter_role(name), as_output_by_input(name, base), as_output_by_input(name, modified))
+        pair = MatrixPair(name, parameter_role(name), as_output_by_input(name, base),
+                          as_output_by_input(name, modified))
+        del base, modified  # the pair is now the only reference: the generator keeps nothing alive
+        yield pair
+        del pair  # ...nor while it reads the next pair (the caller should drop its own `pair` too)

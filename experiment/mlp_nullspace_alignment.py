@@ -151,6 +151,7 @@ def main() -> None:
         rows.append({"name": pair.name, "layer": pair.role.layer, "component": pair.role.component,
                      "shape0": pair.base.shape[0], "shape1": pair.base.shape[1],
                      **decompose(pair.base, pair.modified, args.rank_threshold)})
+        del pair  # before the next pair is read: two matrices in memory, not four
     layers = by_layer(rows)
     seconds = time.perf_counter() - start
     whole = by_layer([{**row, "layer": -1} for row in rows])[0]

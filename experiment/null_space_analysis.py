@@ -157,6 +157,7 @@ def main() -> None:
         rows.append({"name": pair.name, "layer": pair.role.layer, "group": pair.role.group,
                      "component": pair.role.component, "shape0": pair.base.shape[0], "shape1": pair.base.shape[1],
                      **analyse_matrix(pair.base, pair.modified, args.top_k, args.energy_threshold)})
+        del pair  # before the next pair is read: two matrices in memory, not four
     seconds = time.perf_counter() - start
     summary = {"model_a": args.model_a, "model_b": args.model_b, "sampled_matrices": len(rows),
                "candidate_matrices": sum(parameter_role(name).group in ("attn", "mlp")
