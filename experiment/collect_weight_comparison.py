@@ -48,7 +48,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from brittle.architecture import split_fused_qkv
 from brittle.cli import add_output_arguments, add_runtime_arguments, positive_int, run_cli
@@ -234,8 +233,7 @@ def main() -> None:
 
     per_matrix, per_component = [], []
     names = checkpoint_a.matrix_names()
-    for pair in tqdm(matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype), total=len(names),
-                     desc="weight matrices", unit="matrix"):
+    for pair in matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype, description="weight matrices"):
         delta = pair.modified.sub_(pair.base)  # ΔW in place of W_B: two matrices in memory, not three
         identity = {"name": pair.name, "layer": pair.role.layer, "group": pair.role.group}
         shape = {"shape0": pair.base.shape[0], "shape1": pair.base.shape[1]}
