@@ -31,6 +31,7 @@ from typing import BinaryIO
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from brittle.architecture import ParameterRole, as_output_by_input, parameter_role
 from brittle.cli import UserError
@@ -258,13 +259,22 @@ def computation_dtype(spec: str) -> torch.dtype:
 
 
 def matrix_pairs(checkpoint_a: Checkpoint, checkpoint_b: Checkpoint, names: Iterable[str], device: str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> Iterator[MatrixPair]:
+                 dtype: torch.dtype = torch.float32, description: str | None = None) -> Iterator[MatrixPair]:
     """Each named matrix of both checkpoints, read from disk one pair at a time, as (out, in) on `device`.
 
-    The caller owns the yielded tensors (e.g. may subtract in place); nothing else keeps a reference,
-    so a pair is freed as soon as the caller lets go of it.
+    The caller owns the yielded tensors (e.g. may subtract in place) and should drop its `pair` before
+    asking for the next one: nothing here keeps a reference, so at most two matrices are alive. The
+    progress bar (`description`) lives in here for that reason: wrapping this generator in `tqdm(...)`
+    would keep the previous pair alive in tqdm's frame while the next one is read (four matrices).
     """
-    for name in names:
-        base = checkpoint_a.read(name, dtype).to(device)
-        modified = checkpoint_b.read(name, dtype).to(device)
-        yield MatrixPair(name, parameter_role(name), as_output_by_input(name, base), as_output_by_input(name, modified))
+    names = list(names)
+    with tqdm(total=len(names), desc=description, unit="matrix", disable=description is None) as progress:
+        for name in names:
+            base = checkpoint_a.read(name, dtype).to(device)
+            modified = checkpoint_b.read(name, dtype).to(device)
+            pair = MatrixPair(name, parameter_role(name), as_output_by_input(name, base),
+                              as_output_by_input(name, modified))
+            del base, modified  # the pair is now the only reference
+            yield pair
+            del pair
+            progress.update()

@@ -48,7 +48,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from brittle.architecture import split_fused_qkv
 from brittle.cli import add_output_arguments, add_runtime_arguments, positive_int, run_cli
@@ -63,7 +62,7 @@ from brittle.outputs import (
 )
 from brittle.plotting import plot_by_layer
 from brittle.runtime import resolve_device
-from brittle.weights import computation_dtype, matrix_pairs, open_checkpoint_pair
+from brittle.weights import MatrixPair, computation_dtype, matrix_pairs, open_checkpoint_pair
 
 STEP_FOLDER = "weight_comparison"
 PLOT_FOLDER = "param_plots"
@@ -120,6 +119,21 @@ def matrix_statistics(weight: Tensor, delta: Tensor, seed: int, power_iterations
         statistics["dW_empirical_rank"] = energy_rank(torch.linalg.svdvals(delta))
         statistics["W_empirical_rank"] = energy_rank(torch.linalg.svdvals(weight))
     return statistics
+
+
+def component_rows(pair: MatrixPair, delta: Tensor, statistics: dict, num_heads: int | None,
+                   args: argparse.Namespace) -> list[dict]:
+    """per_component.csv rows of one matrix: itself, or its q, k and v parts when it is a fused q/k/v weight."""
+    identity = {"name": pair.name, "layer": pair.role.layer, "group": pair.role.group}
+    weight_parts = split_fused_qkv(pair.name, pair.base, num_heads)
+    if not weight_parts:
+        return [{**identity, "component": pair.role.component, "shape0": pair.base.shape[0],
+                 "shape1": pair.base.shape[1], **statistics}]
+    delta_parts = split_fused_qkv(pair.name, delta, num_heads)
+    return [{**identity, "component": component, "shape0": weight_part.shape[0], "shape1": weight_part.shape[1],
+             **matrix_statistics(weight_part, delta_parts[component], args.seed, args.power_iterations,
+                                 args.empirical_rank)}
+            for component, weight_part in weight_parts.items()]
 
 
 # ---- aggregation ------------------------------------------------------------------------------------------------
@@ -234,24 +248,14 @@ def main() -> None:
 
     per_matrix, per_component = [], []
     names = checkpoint_a.matrix_names()
-    for pair in tqdm(matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype), total=len(names),
-                     desc="weight matrices", unit="matrix"):
+    for pair in matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype, description="weight matrices"):
         delta = pair.modified.sub_(pair.base)  # ΔW in place of W_B: two matrices in memory, not three
         identity = {"name": pair.name, "layer": pair.role.layer, "group": pair.role.group}
         shape = {"shape0": pair.base.shape[0], "shape1": pair.base.shape[1]}
         statistics = matrix_statistics(pair.base, delta, args.seed, args.power_iterations, args.empirical_rank)
         per_matrix.append({**identity, **shape, **statistics})
-        parts = split_fused_qkv(pair.name, pair.base, num_heads)
-        if not parts:
-            per_component.append({**identity, "component": pair.role.component, **shape, **statistics})
-            continue
-        delta_parts = split_fused_qkv(pair.name, delta, num_heads)
-        for component, weight_part in parts.items():
-            per_component.append({**identity, "component": component, "shape0": weight_part.shape[0],
-                                  "shape1": weight_part.shape[1],
-                                  **matrix_statistics(weight_part, delta_parts[component], args.seed,
-                                                      args.power_iterations, args.empirical_rank)})
-        del pair, delta, parts, delta_parts
+        per_component.extend(component_rows(pair, delta, statistics, num_heads, args))
+        del pair, delta  # before the next pair is read: two matrices in memory, not four
 
     vectors = vector_totals(checkpoint_a, checkpoint_b, device, dtype)
     per_layer = aggregate(per_matrix, ("layer", "group"), args.empirical_rank)  # the seed's per_layer.csv

@@ -41,8 +41,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from tqdm import tqdm
-
 from brittle.architecture import parameter_role
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.matrix_metrics import frobenius_norm, ratio, split_by_column_space, split_by_row_space
@@ -146,11 +144,11 @@ def main() -> None:
     start = time.perf_counter()
 
     rows = []
-    for pair in tqdm(matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype), total=len(names),
-                     desc="MLP matrices", unit="matrix"):
+    for pair in matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype, description="MLP matrices"):
         rows.append({"name": pair.name, "layer": pair.role.layer, "component": pair.role.component,
                      "shape0": pair.base.shape[0], "shape1": pair.base.shape[1],
                      **decompose(pair.base, pair.modified, args.rank_threshold)})
+        del pair  # before the next pair is read: two matrices in memory, not four
     layers = by_layer(rows)
     seconds = time.perf_counter() - start
     whole = by_layer([{**row, "layer": -1} for row in rows])[0]

@@ -43,7 +43,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from brittle.architecture import parameter_role
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
@@ -152,11 +151,11 @@ def main() -> None:
     start = time.perf_counter()
 
     rows = []
-    for pair in tqdm(matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype), total=len(names),
-                     desc="SVDs", unit="matrix"):
+    for pair in matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype, description="SVDs"):
         rows.append({"name": pair.name, "layer": pair.role.layer, "group": pair.role.group,
                      "component": pair.role.component, "shape0": pair.base.shape[0], "shape1": pair.base.shape[1],
                      **analyse_matrix(pair.base, pair.modified, args.top_k, args.energy_threshold)})
+        del pair  # before the next pair is read: two matrices in memory, not four
     seconds = time.perf_counter() - start
     summary = {"model_a": args.model_a, "model_b": args.model_b, "sampled_matrices": len(rows),
                "candidate_matrices": sum(parameter_role(name).group in ("attn", "mlp")

@@ -1,0 +1,376 @@
+"""The twelve unlearning methods: one small loss function each, registered by name.
+
+Every method is a function `loss(context, batch) -> Loss` that reads like its formula in the seed's
+"Algorithm Details"; the training loop around it (unlearn/trainer.py) is shared. What a loss may use:
+
+- `batch` (`UnlearningBatch`): a forget and a retain micro-batch, plus what was computed once before
+  training with the frozen original model: the reference log-probabilities log π_ref(y) of each text
+  (dpo, npo) and the original hidden states of each retain text at the target layers (rmu, cb, cb_lat).
+  Caching these replaces a second, frozen copy of the model in memory.
+- `context` (`MethodContext`): the model being trained, the hyperparameters, the decoder layers and
+  target layer ids, the fixed random directions r̂_ℓ (rmu, cb, cb_lat) and the pretrained weights θ_pre
+  (wt_dist_reg), with helpers that run the model: `nll`, `sequence_log_prob`, `hidden_states`, and
+  LAT's adversary `adversarial_perturbation` / `perturbed`.
+
+Notation: NLL is the mean token negative log-likelihood of a batch; log π(y) is the *sum* of a text's
+token log-probabilities; h_ℓ is the output hidden state of decoder layer ℓ (0-based, as `--layer-id`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from brittle.training import TextBatch, batch_nll, sequence_nll, token_log_probs
+
+# ---------------------------------------------------------------------------------------------------
+# What a loss receives and returns
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UnlearningBatch:
+    """One micro-batch of forget and retain texts, with what was cached about them before training."""
+
+    forget: TextBatch
+    retain: TextBatch
+    forget_reference_log_prob: Tensor | None = None  # (batch,) log π_ref(y) of each forget text
+    retain_reference_log_prob: Tensor | None = None  # (batch,) log π_ref(y) of each retain text
+    retain_original_hidden: dict[int, Tensor] | None = None  # layer -> (batch, length, hidden) before training
+
+
+@dataclass
+class Loss:
+    """The scalar to minimise and its named parts (detached, for the training log)."""
+
+    total: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.terms = {name: value.detach() for name, value in self.terms.items()}
+
+
+@dataclass
+class MethodContext:
+    """The model being unlearned and everything about it that a loss may use."""
+
+    model: nn.Module
+    settings: argparse.Namespace  # the resolved hyperparameters (beta, alpha, retain_weight, ...)
+    layers: nn.ModuleList  # the model's decoder layers (brittle.architecture.decoder_layers)
+    layer_ids: list[int]  # --layer-id, sorted
+    random_directions: dict[int, Tensor] = field(default_factory=dict)  # layer -> unit vector r̂_ℓ
+    pretrained: dict[str, Tensor] = field(default_factory=dict)  # parameter name -> θ_pre (wt_dist_reg)
+
+    # -- running the model ------------------------------------------------------------------------
+    def logits(self, batch: TextBatch) -> Tensor:
+        return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
+    def nll(self, batch: TextBatch) -> Tensor:
+        """Mean token NLL of the batch (the usual causal-LM loss)."""
+        return batch_nll(self.logits(batch), batch.labels)
+
+    def sequence_log_prob(self, batch: TextBatch) -> Tensor:
+        """log π_θ(y) of each text: the sum of its token log-probabilities, shape (batch,)."""
+        return sequence_log_prob(self.logits(batch), batch.labels)
+
+    def hidden_states(self, batch: TextBatch) -> dict[int, Tensor]:
+        """h_ℓ for every target layer ℓ: the decoder layer's output, (batch, length, hidden)."""
+        with layer_outputs(self.layers, self.layer_ids) as hidden:
+            self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        return hidden
+
+    # -- LAT's adversary --------------------------------------------------------------------------
+    @property
+    def perturbation_layer(self) -> int:
+        """The middle target layer, where LAT's perturbation δ is added to the residual stream."""
+        return self.layer_ids[len(self.layer_ids) // 2]
+
+    def perturbed(self, delta: Tensor):
+        """Context manager: forward passes inside it add δ to the middle target layer's output."""
+        return added_to_output(self.layers[self.perturbation_layer], delta)
+
+    def adversarial_perturbation(self, batch: TextBatch) -> Tensor:
+        """δ* ≈ argmin_{‖δ‖∞ ≤ ε} NLL_forget(θ, δ): PGD that helps the model *recall* the forget text.
+
+        `--lat-steps` steps of δ ← clip(δ − ε·sign(∇_δ NLL), −ε, ε) from δ = 0 (seed 002's update).
+        Gradients flow only into δ (`torch.autograd.grad`), never into the model's parameters.
+        """
+        epsilon, layer = self.settings.lat_eps, self.layers[self.perturbation_layer]
+        parameter = next(layer.parameters())
+        delta = torch.zeros(*batch.input_ids.shape, self.model.config.hidden_size,
+                            device=parameter.device, dtype=parameter.dtype)
+        for _ in range(self.settings.lat_steps):
+            delta.requires_grad_(True)
+            with self.perturbed(delta):
+                adversary_loss = self.nll(batch)
+            (gradient,) = torch.autograd.grad(adversary_loss, delta)
+            delta = (delta.detach() - epsilon * gradient.sign()).clamp(-epsilon, epsilon)
+        return delta.detach()
+
+
+LossFunction = Callable[[MethodContext, UnlearningBatch], Loss]
+LOSSES: dict[str, LossFunction] = {}
+
+
+def register(name: str) -> Callable[[LossFunction], LossFunction]:
+    """Register a loss function under its method name (`--method name`)."""
+
+    def add(function: LossFunction) -> LossFunction:
+        LOSSES[name] = function
+        return function
+
+    return add
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small pieces of math the losses share
+# ---------------------------------------------------------------------------------------------------
+
+
+def sequence_log_prob(logits: Tensor, labels: Tensor) -> Tensor:
+    """log π(y) per sequence: the sum of the log-probabilities of its counted tokens, shape (batch,)."""
+    log_probs, _ = token_log_probs(logits, labels)
+    return log_probs.sum(dim=1)
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of per-token `values` (batch, length) over the positions where `mask` is 1."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_mse(hidden: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error over the hidden dimension and the real (unpadded) tokens."""
+    return masked_mean((hidden.float() - target.float()).pow(2).mean(dim=-1), mask)
+
+
+def masked_cosine(hidden: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean cosine similarity between each token's hidden state and its target, over real tokens."""
+    return masked_mean(F.cosine_similarity(hidden.float(), target.float().expand_as(hidden), dim=-1), mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hooks: reading a layer's output, and adding a perturbation to it
+# ---------------------------------------------------------------------------------------------------
+
+
+def _output_hidden_state(output):
+    """Decoder layers return the hidden state itself or a tuple that starts with it."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def layer_outputs(layers: nn.ModuleList, layer_ids: list[int]) -> Iterator[dict[int, Tensor]]:
+    """Yield a dict that forward passes inside the block fill with {layer id: output hidden state}.
+
+    Hooks registered here run after any hook registered earlier on the same layer, so a layer
+    perturbed by an enclosing `added_to_output` is read *with* its perturbation.
+    """
+    captured: dict[int, Tensor] = {}
+    handles = [layers[layer_id].register_forward_hook(
+        lambda _module, _inputs, output, layer_id=layer_id: captured.__setitem__(
+            layer_id, _output_hidden_state(output)))
+        for layer_id in layer_ids]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def added_to_output(layer: nn.Module, delta: Tensor) -> Iterator[None]:
+    """Forward passes inside the block add `delta` to `layer`'s output hidden state."""
+
+    def add_delta(_module, _inputs, output):
+        hidden = _output_hidden_state(output)
+        perturbed = hidden + delta.to(hidden.device, hidden.dtype)
+        return (perturbed, *output[1:]) if isinstance(output, tuple) else perturbed
+
+    handle = layer.register_forward_hook(add_delta)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loss-based methods: they act on the output distribution
+# ---------------------------------------------------------------------------------------------------
+
+
+@register("ga_simple")
+def gradient_ascent_simple(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """GA Simple (Jang et al. 2023): L = −NLL_forget. No retain term: risks global collapse."""
+    forget_nll = context.nll(batch.forget)
+    return Loss(-forget_nll, {"forget_nll": forget_nll})
+
+
+@register("ga")
+def gradient_ascent(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """GA with retain regularisation: L = −NLL_forget + w_retain · NLL_retain."""
+    forget_nll, retain_nll = context.nll(batch.forget), context.nll(batch.retain)
+    return Loss(-forget_nll + context.settings.retain_weight * retain_nll,
+                {"forget_nll": forget_nll, "retain_nll": retain_nll})
+
+
+@register("grad_diff")
+def gradient_difference(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """Gradient Difference: L = NLL_retain − w · NLL_forget (w = --forget-weight; w = 1 is GA)."""
+    forget_nll, retain_nll = context.nll(batch.forget), context.nll(batch.retain)
+    return Loss(retain_nll - context.settings.forget_weight * forget_nll,
+                {"forget_nll": forget_nll, "retain_nll": retain_nll})
+
+
+@register("dpo")
+def direct_preference_optimization(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """DPO (Rafailov et al. 2023) with retain text chosen (y_w) and forget text rejected (y_l):
+
+    L = −log σ(β · [log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l)]), averaged over (y_w, y_l) pairs.
+    """
+    chosen = context.sequence_log_prob(batch.retain) - batch.retain_reference_log_prob
+    rejected = context.sequence_log_prob(batch.forget) - batch.forget_reference_log_prob
+    pairs = min(len(chosen), len(rejected))
+    margin = chosen[:pairs] - rejected[:pairs]
+    loss = -F.logsigmoid(context.settings.beta * margin).mean()
+    return Loss(loss, {"dpo": loss, "chosen_log_ratio": chosen.mean(), "rejected_log_ratio": rejected.mean()})
+
+
+@register("npo")
+def negative_preference_optimization(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """NPO (Zhang et al. 2024): L = −(2/β) · E_forget[log σ(−β · log π_θ(y)/π_ref(y))] + w_retain · NLL_retain."""
+    beta = context.settings.beta
+    log_ratio = context.sequence_log_prob(batch.forget) - batch.forget_reference_log_prob
+    preference = -(2 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+    retain_nll = context.nll(batch.retain)
+    return Loss(preference + context.settings.retain_weight * retain_nll,
+                {"npo": preference, "forget_log_ratio": log_ratio.mean(), "retain_nll": retain_nll})
+
+
+@register("simnpo")
+def simple_negative_preference_optimization(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """SimNPO (Meng et al. 2024), reference-free: the length-normalised log-probability replaces the ratio.
+
+    L = −(2/β) · E_forget[log σ(−β · avg_logprob_θ(y))] + w_retain · NLL_retain
+    """
+    beta = context.settings.beta
+    average_log_prob = -sequence_nll(context.logits(batch.forget), batch.forget.labels)
+    preference = -(2 / beta) * F.logsigmoid(-beta * average_log_prob).mean()
+    retain_nll = context.nll(batch.retain)
+    return Loss(preference + context.settings.retain_weight * retain_nll,
+                {"simnpo": preference, "forget_avg_log_prob": average_log_prob.mean(), "retain_nll": retain_nll})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Activation-space methods: they act on hidden states at the target layers (--layer-id)
+# ---------------------------------------------------------------------------------------------------
+
+
+def steering_target(context: MethodContext, layer_id: int) -> Tensor:
+    """c · r̂_ℓ: the fixed random direction of layer ℓ scaled by --steering-coeff."""
+    return context.settings.steering_coeff * context.random_directions[layer_id]
+
+
+@register("rmu")
+def representation_misdirection(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """RMU (Li et al. 2024): forget activations to a random point, retain activations kept in place.
+
+    L = Σ_ℓ [ MSE(h_ℓ^forget, c · r̂_ℓ) + α · MSE(h_ℓ^retain, h_ℓ^cached) ]
+    """
+    forget_hidden, retain_hidden = context.hidden_states(batch.forget), context.hidden_states(batch.retain)
+    forget_term = sum(masked_mse(forget_hidden[layer], steering_target(context, layer), batch.forget.attention_mask)
+                      for layer in context.layer_ids)
+    retain_term = sum(masked_mse(retain_hidden[layer], batch.retain_original_hidden[layer],
+                                 batch.retain.attention_mask) for layer in context.layer_ids)
+    return Loss(forget_term + context.settings.alpha * retain_term,
+                {"forget_mse": forget_term, "retain_mse": retain_term})
+
+
+def circuit_breaker_loss(context: MethodContext, forget_hidden: dict[int, Tensor], batch: UnlearningBatch) -> Loss:
+    """L = Σ_ℓ [ −cos(h_ℓ^forget, c · r̂_ℓ) + α · (1 − cos(h_ℓ^retain, h_ℓ^cached)) ] (shared by cb and cb_lat)."""
+    retain_hidden = context.hidden_states(batch.retain)
+    forget_cosine = sum(masked_cosine(forget_hidden[layer], steering_target(context, layer),
+                                      batch.forget.attention_mask) for layer in context.layer_ids)
+    retain_distance = sum(1 - masked_cosine(retain_hidden[layer], batch.retain_original_hidden[layer],
+                                            batch.retain.attention_mask) for layer in context.layer_ids)
+    return Loss(-forget_cosine + context.settings.alpha * retain_distance,
+                {"forget_cosine": forget_cosine, "retain_cosine_distance": retain_distance})
+
+
+@register("cb")
+def circuit_breakers(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """Circuit Breakers (Zou et al. 2024): RMU with cosine similarity, so only directions matter."""
+    return circuit_breaker_loss(context, context.hidden_states(batch.forget), batch)
+
+
+@register("lat")
+def latent_adversarial_training(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """LAT (Casper et al. 2024): unlearn while an adversary δ* at the middle target layer helps recall.
+
+    Inner: δ* = argmin_{‖δ‖∞ ≤ ε} NLL_forget(δ) (PGD). Outer: L = −NLL_forget(δ*) + w_retain · NLL_retain.
+    """
+    delta = context.adversarial_perturbation(batch.forget)
+    with context.perturbed(delta):
+        forget_nll = context.nll(batch.forget)
+    retain_nll = context.nll(batch.retain)
+    return Loss(-forget_nll + context.settings.retain_weight * retain_nll,
+                {"adversarial_forget_nll": forget_nll, "retain_nll": retain_nll})
+
+
+@register("cb_lat")
+def circuit_breakers_with_latent_adversary(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """CB-LAT: the circuit-breaker loss with forget activations read *under* LAT's adversarial δ*.
+
+    L = Σ_ℓ [ −cos(h_ℓ^forget(δ*), c · r̂_ℓ) + α · (1 − cos(h_ℓ^retain, h_ℓ^cached)) ]
+    """
+    delta = context.adversarial_perturbation(batch.forget)
+    with context.perturbed(delta):
+        forget_hidden = context.hidden_states(batch.forget)
+    return circuit_breaker_loss(context, forget_hidden, batch)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parameter-space methods (Siddiqui et al. 2025): they act on the weights themselves (no LoRA)
+# ---------------------------------------------------------------------------------------------------
+
+
+@register("wt_dist")
+def weight_distortion(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """Weight Distortion: θ₀ ← θ_pre + N(0, σ²I) before training (`add_weight_noise`), then L = NLL_retain."""
+    retain_nll = context.nll(batch.retain)
+    return Loss(retain_nll, {"retain_nll": retain_nll})
+
+
+@register("wt_dist_reg")
+def weight_distance_regularization(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """Weight Distance Regularisation: L = NLL_retain − λ · ‖θ − θ_pre‖²₂ (push away from the pretrained basin)."""
+    retain_nll = context.nll(batch.retain)
+    squared_distance = sum((parameter.float() - context.pretrained[name].float()).pow(2).sum()
+                           for name, parameter in context.model.named_parameters() if name in context.pretrained)
+    return Loss(retain_nll - context.settings.wt_reg_lambda * squared_distance,
+                {"retain_nll": retain_nll, "squared_distance": squared_distance})
+
+
+@torch.no_grad()
+def add_weight_noise(model: nn.Module, std: float, seed: int) -> None:
+    """wt_dist's starting point: every parameter θ ← θ + N(0, σ²), drawn reproducibly from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    for parameter in model.parameters():
+        noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float32) * std
+        parameter.add_(noise.to(parameter.device, parameter.dtype))
+
+
+def random_directions(layer_ids: list[int], hidden_size: int, seed: int) -> dict[int, Tensor]:
+    """r̂_ℓ: one fixed random unit vector per target layer (uniform in [0, 1)^d, normalised, as RMU)."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = {}
+    for layer_id in layer_ids:
+        vector = torch.rand(hidden_size, generator=generator)
+        directions[layer_id] = vector / vector.norm()
+    return directions

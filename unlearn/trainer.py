@@ -1,0 +1,271 @@
+"""The training loop every unlearning method shares, and what it prepares before the first step.
+
+    data        forget/retain token sequences, each split into a training part and a held-out part
+                (--eval-split, default 10%) on which forget NLL, retain NLL and their gap are reported
+    caches      computed once with the frozen original model: reference log-probabilities (dpo, npo)
+                and the original retain hidden states at the target layers (rmu, cb, cb_lat)
+    loop        AdamW + cosine annealing, gradient accumulation (--grad-accum-steps), clipping
+                (--grad-clip), periodic held-out validation (--eval-interval), a NaN/inf check on every
+                step, tqdm, and a per-step log (training_log.csv)
+
+An epoch is one pass over the forget training texts in micro-batches of --batch-size; each forget
+micro-batch is paired with a retain micro-batch drawn from a shuffled, cycling pass over the retain
+texts (methods that train on retain text only still take the same number of steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from methods import LossFunction, MethodContext, UnlearningBatch, sequence_log_prob
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from brittle.cli import UserError
+from brittle.training import adamw_with_cosine_schedule, collate, token_log_probs
+
+Sequences = list[list[int]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: training/held-out split and index batches
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingData:
+    """Token sequences of the forget and retain texts, split into training and held-out parts."""
+
+    forget_train: Sequences
+    retain_train: Sequences
+    forget_heldout: Sequences
+    retain_heldout: Sequences
+
+
+def split_heldout(sequences: Sequences, fraction: float, rng: random.Random) -> tuple[Sequences, Sequences]:
+    """(training, held-out): a random `fraction` of the sequences held out (at least one, never all)."""
+    if fraction <= 0 or len(sequences) < 2:
+        return list(sequences), []
+    order = list(range(len(sequences)))
+    rng.shuffle(order)
+    heldout_count = min(len(sequences) - 1, max(1, round(fraction * len(sequences))))
+    heldout = set(order[:heldout_count])
+    return ([sequence for index, sequence in enumerate(sequences) if index not in heldout],
+            [sequence for index, sequence in enumerate(sequences) if index in heldout])
+
+
+def index_batches(count: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Endless batches of indices into `count` items: each pass in a fresh order, no repeats within a pass."""
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            order = list(range(count))
+            rng.shuffle(order)
+        yield [order.pop() for _ in range(min(batch_size, count))]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Caches: what the frozen original model says about the training texts, computed once
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Caches:
+    """Per-text results of the original model, indexed like the training sequences."""
+
+    forget_reference_log_prob: Tensor | None = None  # (forget texts,)
+    retain_reference_log_prob: Tensor | None = None  # (retain texts,)
+    retain_original_hidden: dict[int, list[Tensor]] | None = None  # layer -> one (length, hidden) per text
+
+
+def fixed_batches(sequences: Sequences, batch_size: int) -> Iterator[tuple[list[int], Sequences]]:
+    """(indices, sequences) in file order, for one pass of inference."""
+    for start in range(0, len(sequences), batch_size):
+        indices = list(range(start, min(start + batch_size, len(sequences))))
+        yield indices, [sequences[index] for index in indices]
+
+
+@torch.no_grad()
+def reference_log_probs(model: nn.Module, sequences: Sequences, batch_size: int, pad_token_id: int,
+                        device: torch.device) -> Tensor:
+    """log π_ref(y) of every sequence under the (still unmodified) model, on the CPU."""
+    values = []
+    for _, chunk in fixed_batches(sequences, batch_size):
+        batch = collate(chunk, pad_token_id).to(device)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        values.append(sequence_log_prob(logits, batch.labels).float().cpu())
+    return torch.cat(values)
+
+
+@torch.no_grad()
+def original_hidden_states(context: MethodContext, sequences: Sequences, batch_size: int, pad_token_id: int,
+                           device: torch.device) -> dict[int, list[Tensor]]:
+    """h_ℓ^cached: each sequence's hidden states at every target layer before training, on the CPU.
+
+    Memory: (retain tokens) × (target layers) × hidden size × bytes per value of the model's dtype.
+    """
+    cached: dict[int, list[Tensor]] = {layer: [] for layer in context.layer_ids}
+    for _, chunk in fixed_batches(sequences, batch_size):
+        batch = collate(chunk, pad_token_id).to(device)
+        hidden = context.hidden_states(batch)
+        for layer in context.layer_ids:
+            cached[layer].extend(hidden[layer][row, : len(sequence)].cpu() for row, sequence in enumerate(chunk))
+    return cached
+
+
+def padded_hidden(states: Sequence[Tensor], length: int, device: torch.device) -> Tensor:
+    """Stack per-text hidden states (length_i, hidden) into (batch, length, hidden), zero-padded."""
+    padded = states[0].new_zeros((len(states), length, states[0].shape[-1]))
+    for row, state in enumerate(states):
+        padded[row, : len(state)] = state
+    return padded.to(device)
+
+
+def assemble_batch(data: TrainingData, caches: Caches, forget_indices: list[int], retain_indices: list[int],
+                   pad_token_id: int, device: torch.device) -> UnlearningBatch:
+    """The micro-batch a loss sees: collated texts plus their cached reference values."""
+    forget = collate([data.forget_train[index] for index in forget_indices], pad_token_id).to(device)
+    retain = collate([data.retain_train[index] for index in retain_indices], pad_token_id).to(device)
+    batch = UnlearningBatch(forget, retain)
+    if caches.forget_reference_log_prob is not None:
+        batch.forget_reference_log_prob = caches.forget_reference_log_prob[forget_indices].to(device)
+    if caches.retain_reference_log_prob is not None:
+        batch.retain_reference_log_prob = caches.retain_reference_log_prob[retain_indices].to(device)
+    if caches.retain_original_hidden is not None:
+        batch.retain_original_hidden = {
+            layer: padded_hidden([states[index] for index in retain_indices], retain.input_ids.shape[1], device)
+            for layer, states in caches.retain_original_hidden.items()}
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------
+# Held-out validation
+# ---------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def heldout_nll(model: nn.Module, sequences: Sequences, batch_size: int, pad_token_id: int,
+                device: torch.device) -> float | None:
+    """Mean token NLL over all held-out sequences (None when nothing is held out)."""
+    if not sequences:
+        return None
+    total, tokens = 0.0, 0
+    was_training = model.training
+    model.eval()
+    for _, chunk in fixed_batches(sequences, batch_size):
+        batch = collate(chunk, pad_token_id).to(device)
+        log_probs, mask = token_log_probs(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
+                                          batch.labels)
+        total -= log_probs.sum().item()
+        tokens += int(mask.sum().item())
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+def heldout_metrics(model: nn.Module, data: TrainingData, batch_size: int, pad_token_id: int,
+                    device: torch.device) -> dict[str, float | None]:
+    """forget_nll (should rise), retain_nll (should stay) and gap = forget_nll − retain_nll (bigger = better)."""
+    forget = heldout_nll(model, data.forget_heldout, batch_size, pad_token_id, device)
+    retain = heldout_nll(model, data.retain_heldout, batch_size, pad_token_id, device)
+    gap = forget - retain if forget is not None and retain is not None else None
+    return {"forget_nll": forget, "retain_nll": retain, "gap": gap}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingResult:
+    """What the loop reports: one row per optimizer step, held-out metrics, and timing."""
+
+    rows: list[dict[str, float | int | None]] = field(default_factory=list)
+    optimizer_steps: int = 0
+    seconds: float = 0.0
+
+
+def count_steps(forget_texts: int, settings: argparse.Namespace) -> tuple[int, int]:
+    """(micro-batches, optimizer steps) of a run: epochs × ⌊forget texts / batch size⌋ micro-batches,
+    capped by --max-steps optimizer steps."""
+    micro_batches = settings.epochs * max(1, forget_texts // settings.batch_size)
+    optimizer_steps = math.ceil(micro_batches / settings.grad_accum_steps)
+    if settings.max_steps:
+        optimizer_steps = min(optimizer_steps, settings.max_steps)
+    return micro_batches, optimizer_steps
+
+
+def train(context: MethodContext, loss_function: LossFunction, method: str, data: TrainingData, caches: Caches,
+          settings: argparse.Namespace, pad_token_id: int, device: torch.device) -> TrainingResult:
+    """Run the unlearning loop on `context.model` in place; returns the per-step log.
+
+    Raises `UserError` (nothing is saved) when the loss or the gradient norm stops being finite.
+    """
+    model = context.model
+    micro_batches, optimizer_steps = count_steps(len(data.forget_train), settings)
+    accumulation = settings.grad_accum_steps
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer, schedule = adamw_with_cosine_schedule(trainable, lr=settings.lr, total_steps=optimizer_steps,
+                                                     weight_decay=settings.weight_decay)
+    rng = random.Random(settings.seed)
+    forget_stream = index_batches(len(data.forget_train), settings.batch_size, rng)
+    retain_stream = index_batches(len(data.retain_train), settings.batch_size, rng)
+    batches_per_epoch = micro_batches / settings.epochs
+
+    result = TrainingResult(optimizer_steps=optimizer_steps)
+    model.train()
+    start = time.perf_counter()
+    progress = tqdm(range(1, optimizer_steps + 1), desc=f"unlearn {method}", unit="step")
+    for step in progress:
+        step_terms: dict[str, Tensor] = {}
+        step_loss = torch.zeros((), device=device)
+        for _ in range(accumulation):
+            batch = assemble_batch(data, caches, next(forget_stream), next(retain_stream), pad_token_id, device)
+            loss = loss_function(context, batch)
+            (loss.total / accumulation).backward()
+            step_loss += loss.total.detach() / accumulation
+            for name, value in loss.terms.items():
+                step_terms[name] = step_terms.get(name, 0) + value / accumulation
+        grad_norm = (torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip) if settings.grad_clip > 0
+                     else None)
+        # One device synchronisation per step: the loss, its terms and the gradient norm together.
+        names = ["loss", *step_terms, *(["grad_norm"] if grad_norm is not None else [])]
+        values = torch.stack([step_loss, *(value.float().to(device) for value in step_terms.values()),
+                              *([grad_norm.float().to(device)] if grad_norm is not None else [])]).tolist()
+        row: dict[str, float | int | None] = {"step": step, "epoch": round(step * accumulation / batches_per_epoch, 4),
+                                              "lr": schedule.get_last_lr()[0], **dict(zip(names, values, strict=True))}
+        if not all(math.isfinite(value) for value in values):
+            bad = next(name for name, value in zip(names, values, strict=True) if not math.isfinite(value))
+            raise UserError(f"{method}: the {bad} became {row[bad]} at step {step} of {optimizer_steps}, so training "
+                            f"diverged and nothing was saved; lower the learning rate (--lr / LR, now {settings.lr:g}) "
+                            "or strengthen the retain term")
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if settings.eval_interval and (step % settings.eval_interval == 0 or step == optimizer_steps):
+            row.update(heldout_metrics(model, data, settings.batch_size, pad_token_id, device))
+        result.rows.append(row)
+        if step % 10 == 0 or step == optimizer_steps:
+            progress.set_postfix({name: f"{row[name]:.3g}" for name in names[:3]})
+    result.seconds = time.perf_counter() - start
+    model.eval()
+    return result
+
+
+def pretrained_copy(model: nn.Module) -> dict[str, Tensor]:
+    """θ_pre: a detached copy of every parameter, on its own device (wt_dist_reg)."""
+    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+
+
+def wrap_with_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
+    """Freeze the model and train rank-`rank` LoRA adapters on all its linear layers (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0, bias="none")
+    return get_peft_model(model, config)

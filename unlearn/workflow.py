@@ -1,0 +1,257 @@
+"""One unlearning run, once unlearn.py has named it and found it not done yet.
+
+    check inputs -> load base -> split data -> cache what the method needs -> (LoRA) -> train
+    -> merge -> held-out NLLs -> save the folder -> Step 0 evaluation -> completion marker
+
+Everything is written into a staging folder that is renamed into place only at the end, so a run
+that fails (bad input, NaN loss, Ctrl-C) leaves nothing behind that a later run would mistake for a
+finished one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from methods import LOSSES, MethodContext, add_weight_noise, random_directions
+from trainer import (
+    Caches,
+    TrainingData,
+    TrainingResult,
+    heldout_metrics,
+    original_hidden_states,
+    pretrained_copy,
+    reference_log_probs,
+    split_heldout,
+    train,
+    wrap_with_lora,
+)
+
+from brittle.architecture import decoder_layers
+from brittle.cli import UserError
+from brittle.evaluation import evaluate_model, task_manager, write_evaluation
+from brittle.models import check_model_reference, input_device, load_model_and_tokenizer
+from brittle.outputs import staged_directory, write_csv, write_json, write_text
+from brittle.plotting import plot_by_layer
+from brittle.presets import Preset
+from brittle.runtime import seed_everything
+from brittle.texts import check_disjoint, read_texts
+from brittle.tracking import log_to_wandb
+from brittle.training import encode_texts
+
+
+def configured_layer_count(model_name: str) -> int | None:
+    """Number of decoder layers from the model's config alone (no weights loaded)."""
+    config = transformers.AutoConfig.from_pretrained(model_name)
+    for field in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(getattr(config, field, None), int):
+            return getattr(config, field)
+    return None
+
+
+def check_layer_ids(layer_ids: list[int], layer_count: int | None, model_name: str) -> None:
+    if layer_count is not None and layer_ids[-1] >= layer_count:
+        raise UserError(f"--layer-id {','.join(map(str, layer_ids))} is outside the model: {model_name} has "
+                        f"{layer_count} decoder layers (ids 0-{layer_count - 1}); set --layer-id / LAYER_ID to "
+                        "layers that exist")
+
+
+def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start: float) -> None:
+    """Train, save and evaluate one unlearned model into `plan.outdir` (see the module docstring).
+
+    `plan` (unlearn.py's `RunPlan`) holds the run's name, folder, method card and hyperparameters.
+    """
+    card, run, outdir = plan.card, plan.name, plan.outdir
+    uses_layers = "layer_id" in card.hyperparameters
+    # -- inputs, checked before any weights load ------------------------------------------------------
+    forget_texts = read_texts(args.forget_data, what="forget data")
+    retain_texts = read_texts(args.retain_data, what="retain data")
+    check_disjoint(forget_texts, retain_texts)
+    check_model_reference(args.model)
+    if uses_layers:
+        check_layer_ids(args.layer_ids, configured_layer_count(args.model), args.model)
+    tasks = list(preset.eval_tasks)
+    include_paths = list(preset.eval_include_paths)
+    manager = None if args.no_eval else task_manager(include_paths, tasks)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    device = input_device(model)
+    layers = decoder_layers(model)
+    if uses_layers:
+        check_layer_ids(args.layer_ids, len(layers), args.model)
+
+    # -- data --------------------------------------------------------------------------------------------
+    split_rng = random.Random(args.seed)
+    forget_train, forget_heldout = split_heldout(encode_texts(tokenizer, forget_texts, args.max_length),
+                                                 args.eval_split, split_rng)
+    retain_train, retain_heldout = split_heldout(encode_texts(tokenizer, retain_texts, args.max_length),
+                                                 args.eval_split, split_rng)
+    data = TrainingData(forget_train, retain_train, forget_heldout, retain_heldout)
+    pad = tokenizer.pad_token_id
+    print(f"{args.method} on {args.model}: {len(forget_train)} forget / {len(retain_train)} retain training texts, "
+          f"{len(forget_heldout)} / {len(retain_heldout)} held out; device {device}, dtype {model.dtype}")
+
+    # -- what the method needs, from the original model --------------------------------------------------
+    context = MethodContext(model, args, layers, args.layer_ids if uses_layers else [])
+    before = heldout_metrics(model, data, args.batch_size, pad, device)
+    caches = Caches()
+    model.eval()
+    if "reference_log_probs" in card.needs:
+        caches.forget_reference_log_prob = reference_log_probs(model, forget_train, args.batch_size, pad, device)
+        caches.retain_reference_log_prob = reference_log_probs(model, retain_train, args.batch_size, pad, device)
+    if "retain_activations" in card.needs:
+        caches.retain_original_hidden = original_hidden_states(context, retain_train, args.batch_size, pad, device)
+    if "random_directions" in card.needs:
+        directions = random_directions(context.layer_ids, model.config.hidden_size, args.seed)
+        context.random_directions = {layer: direction.to(next(layers[layer].parameters()).device)
+                                     for layer, direction in directions.items()}
+    if "pretrained_weights" in card.needs:
+        context.pretrained = pretrained_copy(model)
+    if "weight_noise" in card.needs:
+        add_weight_noise(model, args.wt_noise_std, args.seed)
+
+    checkpointing = args.gradient_checkpointing == "on" or (
+        args.gradient_checkpointing == "auto" and device.type == "cuda")
+    if checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.lora_rank:
+        context.model = model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
+
+    # -- train ---------------------------------------------------------------------------------------------
+    result = train(context, LOSSES[args.method], args.method, data, caches, args, pad, device)
+    if args.lora_rank:
+        context.model = model = model.merge_and_unload()
+    if checkpointing:
+        model.gradient_checkpointing_disable()
+        model.config.use_cache = True
+    model.eval()
+    after = heldout_metrics(model, data, args.batch_size, pad, device)
+    print(f"held-out NLL  forget {format_nll(before['forget_nll'])} -> {format_nll(after['forget_nll'])}, "
+          f"retain {format_nll(before['retain_nll'])} -> {format_nll(after['retain_nll'])}, "
+          f"gap {format_nll(before['gap'])} -> {format_nll(after['gap'])}  ({result.seconds:.1f} s training)")
+
+    # -- save, evaluate, mark complete ---------------------------------------------------------------
+    with staged_directory(outdir) as staging:
+        if args.no_save:
+            model.config.save_pretrained(staging)  # the architecture, without the weights
+        else:
+            model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_training_log(staging, result, before, after, args.method)
+        summary, evaluation_seconds = {}, 0.0
+        if not args.no_eval:
+            evaluation_start = time.perf_counter()
+            summary = evaluate_model(model, tokenizer, tasks, include_paths, mmlu_limit=preset.mmlu_limit,
+                                     batch_size=args.eval_batch_size, seed=args.seed, manager=manager)
+            evaluation_seconds = time.perf_counter() - evaluation_start
+            write_evaluation(staging / "evals", str(outdir), summary, headline_tasks=tasks,
+                             details={"preset": preset.name, "mmlu_limit": preset.mmlu_limit,
+                                      "seconds": round(evaluation_seconds, 1)})
+        record = run_record(args, plan, preset, data, result, before, after, summary, model, device,
+                            {"train": round(result.seconds, 1), "evaluation": round(evaluation_seconds, 1),
+                             "total": round(time.perf_counter() - process_start, 1)})
+        write_text(staging / "README.md", model_card(record))
+        write_json(staging / plan.record_file, record)  # last: the completion marker
+
+    for task in tasks if summary else []:
+        print(f"  {task}: acc {summary.get(task, {}).get('acc', float('nan')):.4f}")
+    saved = "weights and results" if not args.no_save else "results only (--no-save)"
+    print(f"unlearned model ({saved}) -> {outdir}  [{record['seconds']['total']:.0f} s in all]")
+    log_to_wandb(args.wandb_project, run, {**record["hyperparameters"], "method": args.method,
+                                           "base_model": args.model, "preset": preset.name},
+                 wandb_metrics(record, summary), job_type="unlearn")
+
+
+def format_nll(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def write_training_log(folder: Path, result: TrainingResult, before: dict, after: dict, method: str) -> None:
+    """training_log.csv (one row per optimizer step; held-out NLLs at step 0, every --eval-interval, and
+    at the end) and training_curves.png beside it."""
+    rows = [{"step": 0, **before}, *result.rows]
+    rows[-1] = {**rows[-1], **after}
+    columns: list[str] = []
+    for row in rows:
+        columns += [name for name in row if name not in columns]
+    write_csv(folder / "training_log.csv", [{column: row.get(column) for column in columns} for row in rows], columns)
+    losses = [(row["step"], row["loss"]) for row in result.rows]
+    panels = {"training loss": {"loss": tuple(zip(*losses, strict=True))}} if losses else {}
+    heldout = {name: tuple(zip(*[(row["step"], row[name]) for row in rows if row.get(name) is not None], strict=True))
+               for name in ("forget_nll", "retain_nll")}
+    heldout = {name.replace("_nll", ""): series for name, series in heldout.items() if series}
+    if heldout:
+        panels["held-out NLL (forget should rise, retain stay)"] = heldout
+    if panels:
+        plot_by_layer(folder / "training_curves.png", f"unlearning with {method}", panels, ylabel="value",
+                      xlabel="optimizer step")
+
+
+def run_record(args: argparse.Namespace, plan, preset: Preset, data: TrainingData,
+               result: TrainingResult, before: dict, after: dict, summary: dict, model, device: torch.device,
+               seconds: dict[str, float]) -> dict[str, Any]:
+    """Everything needed to interpret (and redo) the run; written last as the completion marker."""
+    return {
+        "run_name": plan.name,
+        "method": args.method,
+        "kind": plan.card.kind,
+        "base_model": args.model,
+        "preset": preset.name,
+        "seed": args.seed,
+        "hyperparameters": plan.hyperparameters,
+        "method_hyperparameters": list(plan.card.hyperparameters),
+        "forget_data": str(args.forget_data),
+        "retain_data": str(args.retain_data),
+        "texts": {"forget_train": len(data.forget_train), "retain_train": len(data.retain_train),
+                  "forget_heldout": len(data.forget_heldout), "retain_heldout": len(data.retain_heldout)},
+        "optimizer_steps": result.optimizer_steps,
+        "heldout_before": before,
+        "heldout_after": after,
+        "evaluation": {task: metrics.get("acc", metrics.get("word_perplexity")) for task, metrics in summary.items()},
+        "forget_task": preset.forget_task,
+        "retain_task": preset.retain_task,
+        "weights_saved": not args.no_save,
+        "evaluated": not args.no_eval,
+        "seconds": seconds,
+        "device": str(device),
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def wandb_metrics(record: dict, summary: dict) -> dict[str, float]:
+    metrics = {f"{task}/{name}": value for task, values in summary.items() for name, value in values.items()
+               if isinstance(value, float)}
+    for when in ("before", "after"):
+        metrics.update({f"heldout_{when}/{name}": value for name, value in record[f"heldout_{when}"].items()
+                        if value is not None})
+    metrics.update({f"seconds/{name}": value for name, value in record["seconds"].items()})
+    return metrics
+
+
+def model_card(record: dict) -> str:
+    """A short README.md for the model folder (shown on the hub after --push-to-hub)."""
+    lines = ["---", "library_name: transformers", f"tags: [unlearning, {record['method']}]", "---", "",
+             f"# {record['run_name']}", "",
+             f"`{record['base_model']}` unlearned with **{record['method']}** ({record['kind']} method) by "
+             "`unlearn/unlearn.py` of the *What makes unlearning brittle?* toolkit.", "",
+             "| hyperparameter | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in record["hyperparameters"].items()]
+    lines += ["", "| held-out NLL | before | after |", "|---|---|---|"]
+    lines += [f"| {name} | {format_nll(record['heldout_before'][name])} | {format_nll(record['heldout_after'][name])} |"
+              for name in ("forget_nll", "retain_nll", "gap")]
+    if record["evaluation"]:
+        lines += ["", "| evaluation task | score |", "|---|---|"]
+        lines += [f"| {task} | {value:.4f} |" for task, value in record["evaluation"].items() if value is not None]
+    return "\n".join(lines) + "\n"
