@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from brittle.architecture import decoder_layers
 from brittle.cli import UserError
 from brittle.presets import get_preset
 from brittle.training import collate
+from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "unlearn"))
 import estimate_memory

@@ -385,7 +385,9 @@ def main() -> None:
     args = parse_arguments()
     preset = get_preset(args.preset, args.seed)
     args, defaults = resolve_settings(args, preset)
-    if args.preset == "toy" and not Path(args.model).exists():
+    if args.preset == "toy" and not Path(args.model).exists():  # the folder's name is the run's name
+        if args.model != preset.base:
+            raise UserError(f"model {args.model} not found: no such folder; check --model (MODEL / BASE)")
         raise UserError(f"toy base model {args.model} not found; build the organism with "
                         "`PRESET=toy ./experiment/pipeline.sh` (or run ./unlearn/run_unlearn.sh, which builds it)")
     run = run_name(args.model, args.method, args, defaults)
