@@ -47,6 +47,16 @@ declare -A GRID=(
     [wt_dist_reg]="WT_REG_LAMBDA=0.01 0.1 1.0"
 )
 
+# The organism's own scales (brittle/presets.py): alpha = 100 anchors a 4-layer model so hard that nothing
+# is forgotten, and its weights need more noise than 0.02 to lose anything.
+if [[ $PRESET == toy ]]; then
+    GRID[rmu]="ALPHA=0.3 1.0 3.0"
+    GRID[cb]="ALPHA=0.3 1.0 3.0"
+    GRID[cb_lat]="ALPHA=0.3 1.0 3.0"
+    GRID[wt_dist]="WT_NOISE_STD=0.05 0.1 0.2"
+    GRID[wt_dist_reg]="WT_REG_LAMBDA=0.01 0.03 0.1"
+fi
+
 configurations=0
 failures=()
 # run METHOD [VARIABLE=VALUE ...]: one configuration through the runner; a failure does not stop the sweep.
