@@ -52,7 +52,7 @@ def tiny_model(family: str = "gpt_neox") -> torch.nn.Module:
 
 def settings(**overrides) -> argparse.Namespace:
     values = {"retain_weight": 2.0, "forget_weight": 0.5, "beta": 0.3, "alpha": 3.0, "steering_coeff": 5.0,
-              "lat_eps": 0.0, "lat_steps": 2, "wt_reg_lambda": 0.01}
+              "lat_eps": 0.0, "lat_steps": 2, "wt_reg_lambda": 0.01, "ascent_alpha": 1.5, "descent_beta": 0.5}
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -178,7 +178,7 @@ def test_weight_distance_regularisation_matches_formula():
 def test_every_method_has_a_loss_and_a_card():
     assert set(methods.LOSSES) == set(unlearn.METHODS)
     assert list(unlearn.METHODS) == ["ga_simple", "ga", "grad_diff", "dpo", "npo", "simnpo", "rmu", "cb", "lat",
-                                     "cb_lat", "wt_dist", "wt_dist_reg"]
+                                     "cb_lat", "wt_dist", "wt_dist_reg", "rapidun"]
 
 
 # ---- LAT's adversary and the hooks ---------------------------------------------------------------------
