@@ -162,6 +162,9 @@ def test_analyze_runs_ranks_finished_runs_against_the_baselines(ga_run: Finished
     ("ga", {"FORGET_DATA": "data/toy/missing.txt"}, ("forget data data/toy/missing.txt does not exist",)),
     ("ga", {"RETAIN_DATA": "overlap"}, ("forget and retain data share 5 line(s)",)),
     ("ga", {"LR": "1e30", "MAX_STEPS": "5", "GRAD_CLIP": "0"}, ("training diverged and nothing was saved",)),
+    ("grad_diff", {"MIX_RATIO": "0:1"}, ("--mix-ratio must be R:F",)),
+    ("grad_diff", {"FORGET_WEIGHTS": "short"}, ("hold 599 weight(s) but forget data", "has 600 text(s)")),
+    ("rapidun", {"FORGET_WEIGHTS": "negative", "RETAIN_WEIGHTS": "ones"}, ("weight -1.0 is negative",)),
 ])
 def test_bad_input_is_one_line_and_saves_nothing(toy_organism: ToyOrganism, tmp_path: Path, method, settings,
                                                  phrases):
@@ -171,9 +174,45 @@ def test_bad_input_is_one_line_and_saves_nothing(toy_organism: ToyOrganism, tmp_
         overlapping = tmp_path / "retain_with_forget_lines.txt"
         overlapping.write_text("\n".join(retain[:50] + forget[:5]) + "\n")
         settings = {**settings, "RETAIN_DATA": str(overlapping)}
+    weights = {"short": [1.0] * 599, "negative": [1.0] * 599 + [-1.0], "ones": [1.0] * 600}
+    for variable in ("FORGET_WEIGHTS", "RETAIN_WEIGHTS"):
+        if variable in settings:
+            path = tmp_path / f"{variable.lower()}.jsonl"
+            path.write_text("".join(json.dumps({"weight": weight}) + "\n" for weight in weights[settings[variable]]))
+            settings = {**settings, variable: str(path)}
     root = tmp_path / "unlearned_models"
     assert_user_error(run_unlearn(toy_organism.workspace, method, root, **settings), *phrases)
     assert not root.exists() or not any(root.iterdir())
+
+
+# ---- RapidUn: weights computed when missing, then influence-weighted LoRA unlearning --------------------------
+
+def test_rapidun_computes_missing_weights_trains_and_then_skips_both(toy_organism: ToyOrganism, tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("forget", "retain"):  # 40 texts each keep the influence pass to seconds
+        lines = (toy_organism.data / f"{name}.txt").read_text().splitlines()[:40]
+        (data / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    settings = {"FORGET_DATA": str(data / "forget.txt"), "RETAIN_DATA": str(data / "retain.txt"), "MAX_STEPS": "10",
+                "NO_EVAL": "1", "NO_SAVE": "1"}
+    runs = tmp_path / "runs"
+    first = succeeded(run_unlearn(toy_organism.workspace, "rapidun", runs, **settings))
+    weights_dir = data / "influence_weights" / "toy-base-s42"
+    assert {"forget_weights.jsonl", "retain_weights.jsonl", "influence_scores.csv", "weights_histogram.png",
+            "influence_weights.json"} <= {path.name for path in weights_dir.iterdir()}
+    for name in ("forget", "retain"):
+        weights = [json.loads(line)["weight"] for line in (weights_dir / f"{name}_weights.jsonl").open()]
+        assert len(weights) == 40 and all(0.2 - 1e-9 <= weight <= 3.0 + 1e-9 for weight in weights)
+        assert len(set(weights)) > 1  # influence tells the texts apart
+    (folder,) = runs.iterdir()
+    assert folder.name.startswith("toy-base-s42__rapidun__ep2_lr1e-03_bs4_aa1.0_db0.5_mr3-1_lora16_st10_w")
+    record = json.loads((folder / "unlearn_run.json").read_text())
+    assert record["forget_weights"] == str(weights_dir / "forget_weights.jsonl") and record["optimizer_steps"] == 10
+    assert record["heldout_after"]["forget_nll"] > record["heldout_before"]["forget_nll"]
+    assert "influence weights of 40 forget and 40 retain texts" in first.stderr
+    second = succeeded(run_unlearn(toy_organism.workspace, "rapidun", runs, **settings))
+    assert "skipped: influence weights already computed" in second.stderr
+    assert second.stdout.startswith("skipped: rapidun run")
 
 
 # ---- parallel sweeps over (fake) GPU groups --------------------------------------------------------------------
