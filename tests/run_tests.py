@@ -1,6 +1,6 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = ["brittle", "pytest>=8"]
+# dependencies = ["brittle", "pytest>=8", "peft>=0.13"]
 #
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }

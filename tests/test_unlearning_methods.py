@@ -399,3 +399,20 @@ def test_parameter_count_of_the_deep_ignorance_models():
     config = {"model_type": "gpt_neox", "hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 50304,
               "intermediate_size": 16384, "num_attention_heads": 32, "tie_word_embeddings": False}
     assert 6.8e9 < estimate_memory.parameter_count(config) < 6.9e9
+
+
+def test_every_lora_capable_loss_trains_only_the_adapters():
+    model = tiny_model()
+    context = make_context(model, lat_eps=0.1)
+    cached = retain_cache(model)
+    context.model = trainer.wrap_with_lora(model, rank=4, alpha=8.0)
+    for name, loss_function in methods.LOSSES.items():
+        if not unlearn.METHODS[name].lora:
+            continue
+        batch = make_batch(forget_reference_log_prob=torch.zeros(2), retain_reference_log_prob=torch.zeros(2),
+                           retain_original_hidden=cached)
+        loss_function(context, batch).total.backward()
+        trained = {parameter_name for parameter_name, parameter in context.model.named_parameters()
+                   if parameter.grad is not None and parameter.grad.abs().sum() > 0}
+        assert trained and all("lora_" in parameter_name for parameter_name in trained), (name, trained)
+        context.model.zero_grad(set_to_none=True)
