@@ -80,9 +80,11 @@ def test_ga_with_toy_defaults_unlearns_and_keeps_retain_knowledge(ga_run: Finish
     assert after["forget_nll"] > before["forget_nll"] + 1.0  # held-out forget text became unlikely
     assert after["retain_nll"] < before["retain_nll"] + 0.5  # held-out retain text did not
     log = read_csv(folder / "training_log.csv")
-    assert {"step", "epoch", "lr", "loss", "forget_nll", "retain_nll", "gap", "grad_norm"} <= set(log[0])
+    assert {"step", "epoch", "lr", "loss", "forget_nll", "retain_nll", "grad_norm", "heldout_forget_nll",
+            "heldout_retain_nll", "heldout_gap"} <= set(log[0])
     assert [row["step"] for row in log] == [str(step) for step in range(136)]
-    assert sum(row["forget_nll"] != "" for row in log) == 1 + 135 // 20 + 1  # before, every 20 steps, end
+    assert sum(row["heldout_forget_nll"] != "" for row in log) == 1 + 135 // 20 + 1  # before, every 20 steps, end
+    assert float(log[-1]["heldout_forget_nll"]) == pytest.approx(after["forget_nll"])
     assert "toy_forget_mcq: acc" in ga_run.output.stdout
 
 

@@ -196,6 +196,12 @@ def heldout_metrics(model: nn.Module, data: TrainingData, batch_size: int, pad_t
     return {"forget_nll": forget, "retain_nll": retain, "gap": gap}
 
 
+def heldout_columns(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    """Held-out metrics as training-log columns: `heldout_forget_nll`, ... (the loss terms of the training
+    batches have the plain names, e.g. `forget_nll`)."""
+    return {f"heldout_{name}": value for name, value in metrics.items()}
+
+
 # ---------------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------------
@@ -274,7 +280,7 @@ def train(context: MethodContext, loss_function: LossFunction, method: str, data
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if settings.eval_interval and (step % settings.eval_interval == 0 or step == optimizer_steps):
-            row.update(heldout_metrics(model, data, settings.batch_size, pad_token_id, device))
+            row.update(heldout_columns(heldout_metrics(model, data, settings.batch_size, pad_token_id, device)))
         result.rows.append(row)
         if step % 10 == 0 or step == optimizer_steps:
             progress.set_postfix({name: f"{row[name]:.3g}" for name in names[:3]})

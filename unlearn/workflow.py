@@ -25,6 +25,7 @@ from trainer import (
     Caches,
     TrainingData,
     TrainingResult,
+    heldout_columns,
     heldout_metrics,
     original_hidden_states,
     pretrained_copy,
@@ -182,10 +183,10 @@ def format_nll(value: float | None) -> str:
 
 
 def write_training_log(folder: Path, result: TrainingResult, before: dict, after: dict, method: str) -> None:
-    """training_log.csv (one row per optimizer step; held-out NLLs at step 0, every --eval-interval, and
-    at the end) and training_curves.png beside it."""
-    rows = [{"step": 0, **before}, *result.rows]
-    rows[-1] = {**rows[-1], **after}
+    """training_log.csv (one row per optimizer step: the loss and its terms on the training batch; the
+    held-out NLLs, `heldout_*`, at step 0, every --eval-interval and at the end) and training_curves.png."""
+    rows = [{"step": 0, **heldout_columns(before)}, *result.rows]
+    rows[-1] = {**rows[-1], **heldout_columns(after)}
     columns: list[str] = []
     for row in rows:
         columns += [name for name in row if name not in columns]
@@ -193,8 +194,8 @@ def write_training_log(folder: Path, result: TrainingResult, before: dict, after
     losses = [(row["step"], row["loss"]) for row in result.rows]
     panels = {"training loss": {"loss": tuple(zip(*losses, strict=True))}} if losses else {}
     heldout = {name: tuple(zip(*[(row["step"], row[name]) for row in rows if row.get(name) is not None], strict=True))
-               for name in ("forget_nll", "retain_nll")}
-    heldout = {name.replace("_nll", ""): series for name, series in heldout.items() if series}
+               for name in ("heldout_forget_nll", "heldout_retain_nll")}
+    heldout = {name.split("_")[1]: series for name, series in heldout.items() if series}
     if heldout:
         panels["held-out NLL (forget should rise, retain stay)"] = heldout
     if panels:
