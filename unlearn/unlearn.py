@@ -77,6 +77,7 @@ from sample_weights import (
 from brittle.cli import UserError, run_cli
 from brittle.outputs import model_slug
 from brittle.presets import Preset, get_preset
+from brittle.texts import check_disjoint, read_texts
 
 RUN_RECORD = "unlearn_run.json"  # written last: its presence marks a finished run
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -471,6 +472,9 @@ def main() -> None:
         return
     if args.push_to_hub:
         check_hub_token()
+
+    # Missing, empty or overlapping text files fail now, in a second, rather than after the heavy imports.
+    check_disjoint(read_texts(args.forget_data, what="forget data"), read_texts(args.retain_data, what="retain data"))
 
     # Only now the heavy imports: torch, transformers, lm-eval (tens of seconds on a busy machine).
     from workflow import run_unlearning
