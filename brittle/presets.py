@@ -69,6 +69,7 @@ TOY_UNLEARN_DEFAULTS: dict[str, dict[str, float | int | str]] = {
     "cb_lat": {"lr": 2e-3, "alpha": 1.0},
     "wt_dist": {"wt_noise_std": 0.1, "epochs": 2},  # 0.02 is too little noise for weights of this scale
     "wt_dist_reg": {"wt_reg_lambda": 0.03},
+    "rapidun": {"lr": 1e-3, "batch_size": 4},  # LoRA on a tiny model needs a larger step; 4 forget + 12 retain
 }
 
 

@@ -21,14 +21,20 @@ IGNORE_INDEX = -100
 
 @dataclass
 class TextBatch:
-    """A padded batch of texts for a causal LM; `labels` is -100 on padding."""
+    """A padded batch of texts for a causal LM; `labels` is -100 on padding.
+
+    `weights` (optional, one per text) make each text count that many times in `batch_nll`
+    (per-sample weighting, e.g. RapidUn's influence weights); None means every text counts once.
+    """
 
     input_ids: Tensor
     attention_mask: Tensor
     labels: Tensor
+    weights: Tensor | None = None
 
     def to(self, device: torch.device | str) -> TextBatch:
-        return TextBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        return TextBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
+                         None if self.weights is None else self.weights.to(device))
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int,
@@ -95,9 +101,15 @@ def sequence_nll(logits: Tensor, labels: Tensor) -> Tensor:
     return -log_probs.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
-def batch_nll(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean NLL over all counted tokens of the batch (the usual causal-LM loss)."""
+def batch_nll(logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Mean NLL over all counted tokens of the batch (the usual causal-LM loss).
+
+    With per-text `weights` (batch,), each text's token losses are multiplied by its weight before the
+    sum; the denominator stays the token count, so weights of 1 give exactly the unweighted loss.
+    """
     log_probs, mask = token_log_probs(logits, labels)
+    if weights is not None:
+        log_probs = log_probs * weights.to(log_probs.dtype)[:, None]
     return -log_probs.sum() / mask.sum().clamp(min=1)
 
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from brittle.architecture import decoder_layers
 from brittle.cli import UserError
 from brittle.presets import get_preset
 from brittle.training import collate
+from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "unlearn"))
 import estimate_memory
@@ -52,7 +52,7 @@ def tiny_model(family: str = "gpt_neox") -> torch.nn.Module:
 
 def settings(**overrides) -> argparse.Namespace:
     values = {"retain_weight": 2.0, "forget_weight": 0.5, "beta": 0.3, "alpha": 3.0, "steering_coeff": 5.0,
-              "lat_eps": 0.0, "lat_steps": 2, "wt_reg_lambda": 0.01}
+              "lat_eps": 0.0, "lat_steps": 2, "wt_reg_lambda": 0.01, "ascent_alpha": 1.5, "descent_beta": 0.5}
     return argparse.Namespace(**{**values, **overrides})
 
 
@@ -178,7 +178,7 @@ def test_weight_distance_regularisation_matches_formula():
 def test_every_method_has_a_loss_and_a_card():
     assert set(methods.LOSSES) == set(unlearn.METHODS)
     assert list(unlearn.METHODS) == ["ga_simple", "ga", "grad_diff", "dpo", "npo", "simnpo", "rmu", "cb", "lat",
-                                     "cb_lat", "wt_dist", "wt_dist_reg"]
+                                     "cb_lat", "wt_dist", "wt_dist_reg", "rapidun"]
 
 
 # ---- LAT's adversary and the hooks ---------------------------------------------------------------------
@@ -399,3 +399,20 @@ def test_parameter_count_of_the_deep_ignorance_models():
     config = {"model_type": "gpt_neox", "hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 50304,
               "intermediate_size": 16384, "num_attention_heads": 32, "tie_word_embeddings": False}
     assert 6.8e9 < estimate_memory.parameter_count(config) < 6.9e9
+
+
+def test_every_lora_capable_loss_trains_only_the_adapters():
+    model = tiny_model()
+    context = make_context(model, lat_eps=0.1)
+    cached = retain_cache(model)
+    context.model = trainer.wrap_with_lora(model, rank=4, alpha=8.0)
+    for name, loss_function in methods.LOSSES.items():
+        if not unlearn.METHODS[name].lora:
+            continue
+        batch = make_batch(forget_reference_log_prob=torch.zeros(2), retain_reference_log_prob=torch.zeros(2),
+                           retain_original_hidden=cached)
+        loss_function(context, batch).total.backward()
+        trained = {parameter_name for parameter_name, parameter in context.model.named_parameters()
+                   if parameter.grad is not None and parameter.grad.abs().sum() > 0}
+        assert trained and all("lora_" in parameter_name for parameter_name in trained), (name, trained)
+        context.model.zero_grad(set_to_none=True)

@@ -18,9 +18,9 @@ Both contenders train the same model on the *same* forget and retain micro-batch
            the NaN check, tqdm
 
 and the ratio loop / bare is reported (target: at most 1.2). Each contender runs --warmup steps first
-(not timed), then --repeats timed blocks of --steps steps, alternating between the two; the median block is reported. This is a
-benchmark to read, not a test: timings depend on the machine and on what else runs on it (the load
-average is printed beside them).
+(not timed), then --repeats timed blocks of --steps steps, alternating between the two; the median
+block is reported. This is a benchmark to read, not a test: timings depend on the machine and on
+what else runs on it (the load average is printed beside them).
 """
 
 from __future__ import annotations
@@ -36,17 +36,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TQDM_DISABLE", "1")  # the progress bar's cost still counts; its output need not
 
-import torch  # noqa: E402
-from methods import LOSSES, MethodContext, UnlearningBatch  # noqa: E402
-from trainer import Caches, TrainingData, train  # noqa: E402
+import torch
+from methods import LOSSES, MethodContext, UnlearningBatch
+from trainer import Caches, TrainingData, train
 
-import unlearn  # noqa: E402
-from brittle.architecture import decoder_layers  # noqa: E402
-from brittle.cli import UserError, run_cli  # noqa: E402
-from brittle.models import input_device, load_model_and_tokenizer  # noqa: E402
-from brittle.presets import get_preset  # noqa: E402
-from brittle.texts import read_texts  # noqa: E402
-from brittle.training import collate, encode_texts  # noqa: E402
+import unlearn
+from brittle.architecture import decoder_layers
+from brittle.cli import UserError, run_cli
+from brittle.models import input_device, load_model_and_tokenizer
+from brittle.presets import get_preset
+from brittle.texts import read_texts
+from brittle.training import collate, encode_texts
 
 SUPPORTED = ("ga_simple", "ga", "grad_diff", "simnpo", "wt_dist")  # losses that need no cache
 

@@ -87,8 +87,8 @@ def main() -> None:
     model = args.model or get_preset(args.preset, args.seed).base
     parameters = parameter_count(read_config(model))
     needed_mib = parameters * args.bytes_per_value * args.factor / 2**20
-    print(f"{model}: ~{parameters / 1e9:.2f}B parameters -> ~{needed_mib / 1024:.1f} GiB to train",
-          file=sys.stderr)
+    count = f"{parameters / 1e9:.2f}B" if parameters >= 1e8 else f"{parameters / 1e6:.2f}M"
+    print(f"{model}: ~{count} parameters -> ~{needed_mib:,.0f} MiB to train", file=sys.stderr)
     print(max(1, round(needed_mib)))
 
 

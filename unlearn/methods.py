@@ -12,6 +12,10 @@ Every method is a function `loss(context, batch) -> Loss` that reads like its fo
   (wt_dist_reg), with helpers that run the model: `nll`, `sequence_log_prob`, `hidden_states`, and
   LAT's adversary `adversarial_perturbation` / `perturbed`.
 
+Per-text weights (--forget-weights / --retain-weights, RapidUn) ride on the batches (`TextBatch.weights`)
+and enter every per-text term: token-level NLLs and activation terms weight each text's tokens, and
+sequence-level terms (dpo, npo, simnpo) weight each text's term; weights of 1 change nothing.
+
 Notation: NLL is the mean token negative log-likelihood of a batch; log π(y) is the *sum* of a text's
 token log-probabilities; h_ℓ is the output hidden state of decoder layer ℓ (0-based, as `--layer-id`).
 """
@@ -72,8 +76,8 @@ class MethodContext:
         return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
     def nll(self, batch: TextBatch) -> Tensor:
-        """Mean token NLL of the batch (the usual causal-LM loss)."""
-        return batch_nll(self.logits(batch), batch.labels)
+        """Mean token NLL of the batch (the usual causal-LM loss), each text weighted by `batch.weights`."""
+        return batch_nll(self.logits(batch), batch.labels, batch.weights)
 
     def sequence_log_prob(self, batch: TextBatch) -> Tensor:
         """log π_θ(y) of each text: the sum of its token log-probabilities, shape (batch,)."""
@@ -139,20 +143,29 @@ def sequence_log_prob(logits: Tensor, labels: Tensor) -> Tensor:
     return log_probs.sum(dim=1)
 
 
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of per-token `values` (batch, length) over the positions where `mask` is 1."""
+def weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
+    """Mean of per-text `values` (batch,), each multiplied by its weight (None: all weights 1)."""
+    return values.mean() if weights is None else (values * weights.to(values.dtype)).mean()
+
+
+def masked_mean(values: Tensor, mask: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Mean of per-token `values` (batch, length) over the positions where `mask` is 1; with per-text
+    `weights`, each text's tokens count that many times (the denominator stays the token count)."""
     mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
+    masked = values * mask
+    if weights is not None:
+        masked = masked * weights.to(values.dtype)[:, None]
+    return masked.sum() / mask.sum().clamp(min=1)
 
 
-def masked_mse(hidden: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+def masked_mse(hidden: Tensor, target: Tensor, mask: Tensor, weights: Tensor | None = None) -> Tensor:
     """Mean squared error over the hidden dimension and the real (unpadded) tokens."""
-    return masked_mean((hidden.float() - target.float()).pow(2).mean(dim=-1), mask)
+    return masked_mean((hidden.float() - target.float()).pow(2).mean(dim=-1), mask, weights)
 
 
-def masked_cosine(hidden: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+def masked_cosine(hidden: Tensor, target: Tensor, mask: Tensor, weights: Tensor | None = None) -> Tensor:
     """Mean cosine similarity between each token's hidden state and its target, over real tokens."""
-    return masked_mean(F.cosine_similarity(hidden.float(), target.float().expand_as(hidden), dim=-1), mask)
+    return masked_mean(F.cosine_similarity(hidden.float(), target.float().expand_as(hidden), dim=-1), mask, weights)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,6 +241,31 @@ def gradient_difference(context: MethodContext, batch: UnlearningBatch) -> Loss:
                 {"forget_nll": forget_nll, "retain_nll": retain_nll})
 
 
+def pair_weights(batch: UnlearningBatch, pairs: int) -> Tensor | None:
+    """Weight of each (retain, forget) pair of DPO: the product of the two texts' weights."""
+    forget, retain = batch.forget.weights, batch.retain.weights
+    if forget is None and retain is None:
+        return None
+    forget = forget[:pairs] if forget is not None else 1.0
+    retain = retain[:pairs] if retain is not None else 1.0
+    return forget * retain
+
+
+@register("rapidun")
+def influence_weighted_gradient_difference(context: MethodContext, batch: UnlearningBatch) -> Loss:
+    """RapidUn (seed 003): weighted ascent on forget + weighted descent on retain, trained through LoRA.
+
+    L = −a · NLL_forget^w + b · NLL_retain^w,   NLL^w = Σ_i w_i Σ_t nll_it / Σ_i T_i
+    with a = --ascent-alpha, b = --descent-beta and per-text weights w_i from RapidIn-style influence
+    estimates (unlearn/influence_weights.py): forget texts central to the forget set and far from retain
+    texts are pushed hardest; retain texts that the ascent endangers are held hardest.
+    """
+    forget_nll, retain_nll = context.nll(batch.forget), context.nll(batch.retain)
+    settings = context.settings
+    return Loss(-settings.ascent_alpha * forget_nll + settings.descent_beta * retain_nll,
+                {"forget_nll": forget_nll, "retain_nll": retain_nll})
+
+
 @register("dpo")
 def direct_preference_optimization(context: MethodContext, batch: UnlearningBatch) -> Loss:
     """DPO (Rafailov et al. 2023) with retain text chosen (y_w) and forget text rejected (y_l):
@@ -238,7 +276,7 @@ def direct_preference_optimization(context: MethodContext, batch: UnlearningBatc
     rejected = context.sequence_log_prob(batch.forget) - batch.forget_reference_log_prob
     pairs = min(len(chosen), len(rejected))
     margin = chosen[:pairs] - rejected[:pairs]
-    loss = -F.logsigmoid(context.settings.beta * margin).mean()
+    loss = weighted_mean(-F.logsigmoid(context.settings.beta * margin), pair_weights(batch, pairs))
     return Loss(loss, {"dpo": loss, "chosen_log_ratio": chosen.mean(), "rejected_log_ratio": rejected.mean()})
 
 
@@ -247,7 +285,7 @@ def negative_preference_optimization(context: MethodContext, batch: UnlearningBa
     """NPO (Zhang et al. 2024): L = −(2/β) · E_forget[log σ(−β · log π_θ(y)/π_ref(y))] + w_retain · NLL_retain."""
     beta = context.settings.beta
     log_ratio = context.sequence_log_prob(batch.forget) - batch.forget_reference_log_prob
-    preference = -(2 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+    preference = -(2 / beta) * weighted_mean(F.logsigmoid(-beta * log_ratio), batch.forget.weights)
     retain_nll = context.nll(batch.retain)
     return Loss(preference + context.settings.retain_weight * retain_nll,
                 {"npo": preference, "forget_log_ratio": log_ratio.mean(), "retain_nll": retain_nll})
@@ -261,7 +299,7 @@ def simple_negative_preference_optimization(context: MethodContext, batch: Unlea
     """
     beta = context.settings.beta
     average_log_prob = -sequence_nll(context.logits(batch.forget), batch.forget.labels)
-    preference = -(2 / beta) * F.logsigmoid(-beta * average_log_prob).mean()
+    preference = -(2 / beta) * weighted_mean(F.logsigmoid(-beta * average_log_prob), batch.forget.weights)
     retain_nll = context.nll(batch.retain)
     return Loss(preference + context.settings.retain_weight * retain_nll,
                 {"simnpo": preference, "forget_avg_log_prob": average_log_prob.mean(), "retain_nll": retain_nll})
@@ -284,10 +322,11 @@ def representation_misdirection(context: MethodContext, batch: UnlearningBatch) 
     L = Σ_ℓ [ MSE(h_ℓ^forget, c · r̂_ℓ) + α · MSE(h_ℓ^retain, h_ℓ^cached) ]
     """
     forget_hidden, retain_hidden = context.hidden_states(batch.forget), context.hidden_states(batch.retain)
-    forget_term = sum(masked_mse(forget_hidden[layer], steering_target(context, layer), batch.forget.attention_mask)
-                      for layer in context.layer_ids)
-    retain_term = sum(masked_mse(retain_hidden[layer], batch.retain_original_hidden[layer],
-                                 batch.retain.attention_mask) for layer in context.layer_ids)
+    forget, retain = batch.forget, batch.retain
+    forget_term = sum(masked_mse(forget_hidden[layer], steering_target(context, layer), forget.attention_mask,
+                                 forget.weights) for layer in context.layer_ids)
+    retain_term = sum(masked_mse(retain_hidden[layer], batch.retain_original_hidden[layer], retain.attention_mask,
+                                 retain.weights) for layer in context.layer_ids)
     return Loss(forget_term + context.settings.alpha * retain_term,
                 {"forget_mse": forget_term, "retain_mse": retain_term})
 
@@ -295,10 +334,11 @@ def representation_misdirection(context: MethodContext, batch: UnlearningBatch) 
 def circuit_breaker_loss(context: MethodContext, forget_hidden: dict[int, Tensor], batch: UnlearningBatch) -> Loss:
     """L = Σ_ℓ [ −cos(h_ℓ^forget, c · r̂_ℓ) + α · (1 − cos(h_ℓ^retain, h_ℓ^cached)) ] (shared by cb and cb_lat)."""
     retain_hidden = context.hidden_states(batch.retain)
-    forget_cosine = sum(masked_cosine(forget_hidden[layer], steering_target(context, layer),
-                                      batch.forget.attention_mask) for layer in context.layer_ids)
+    forget, retain = batch.forget, batch.retain
+    forget_cosine = sum(masked_cosine(forget_hidden[layer], steering_target(context, layer), forget.attention_mask,
+                                      forget.weights) for layer in context.layer_ids)
     retain_distance = sum(1 - masked_cosine(retain_hidden[layer], batch.retain_original_hidden[layer],
-                                            batch.retain.attention_mask) for layer in context.layer_ids)
+                                            retain.attention_mask, retain.weights) for layer in context.layer_ids)
     return Loss(-forget_cosine + context.settings.alpha * retain_distance,
                 {"forget_cosine": forget_cosine, "retain_cosine_distance": retain_distance})
 

@@ -7,7 +7,9 @@
 #   PRINT_OUTDIR=1 PRESET=toy ./unlearn/run_unlearn.sh cb_lat   # print the folder only; train nothing
 #   PUSH_TO_HUB=1 NO_EVAL=1 EPOCHS=3 LR=5e-05 BATCH_SIZE=8 RETAIN_WEIGHT=1.0 BETA=0.1 ./unlearn/run_unlearn.sh npo
 #
-# Methods: ga_simple ga grad_diff dpo npo simnpo rmu cb lat cb_lat wt_dist wt_dist_reg
+# Methods: ga_simple ga grad_diff dpo npo simnpo rmu cb lat cb_lat wt_dist wt_dist_reg rapidun
+#   rapidun: influence-weighted LoRA unlearning (seed 003). Its per-text weights are computed first with
+#   unlearn/influence_weights.py when missing (skipped when present); FORGET_WEIGHTS/RETAIN_WEIGHTS use others.
 #
 # Settings (environment variables; unset = the preset's default, see `uv run unlearn/unlearn.py --help`):
 #   PRESET          real (default) or toy
@@ -15,8 +17,10 @@
 #   BASE / MODEL    base model to unlearn (default: the preset's base, e.g. models/toy-base-s42)
 #   EPOCHS LR BATCH_SIZE GRAD_ACCUM_STEPS MAX_LENGTH GRAD_CLIP WEIGHT_DECAY EVAL_SPLIT EVAL_INTERVAL MAX_STEPS
 #   RETAIN_WEIGHT FORGET_WEIGHT BETA ALPHA STEERING_COEFF LAYER_ID LAT_EPS LAT_STEPS WT_NOISE_STD WT_REG_LAMBDA
+#   ASCENT_ALPHA DESCENT_BETA MIX_RATIO (retain:forget texts per step, e.g. 3:1)
 #   LORA_RANK LORA_ALPHA EVAL_BATCH_SIZE THREADS
 #   FORGET_DATA RETAIN_DATA   text files (default: the preset's)
+#   FORGET_WEIGHTS RETAIN_WEIGHTS   per-text weights, JSONL (any method; rapidun's default: computed)
 #   DEVICE DTYPE    default auto, auto
 #   NO_SAVE=1       keep results but not the weights      NO_EVAL=1   skip the Step 0 evaluation
 #   PUSH_TO_HUB=1   upload the finished model (HUB_REPO=user/name to choose the repository)
@@ -53,8 +57,8 @@ MODEL=${MODEL:-${BASE:-}}
 # Every set variable becomes its flag: RETAIN_WEIGHT=2 -> --retain-weight 2.
 for variable in EPOCHS LR BATCH_SIZE GRAD_ACCUM_STEPS MAX_LENGTH GRAD_CLIP WEIGHT_DECAY EVAL_SPLIT EVAL_INTERVAL \
         MAX_STEPS RETAIN_WEIGHT FORGET_WEIGHT BETA ALPHA STEERING_COEFF LAYER_ID LAT_EPS LAT_STEPS WT_NOISE_STD \
-        WT_REG_LAMBDA LORA_RANK LORA_ALPHA EVAL_BATCH_SIZE THREADS FORGET_DATA RETAIN_DATA DEVICE DTYPE UNLEARNED_ROOT \
-        HUB_REPO WANDB_PROJECT; do
+        WT_REG_LAMBDA ASCENT_ALPHA DESCENT_BETA MIX_RATIO LORA_RANK LORA_ALPHA EVAL_BATCH_SIZE THREADS FORGET_DATA \
+        RETAIN_DATA FORGET_WEIGHTS RETAIN_WEIGHTS DEVICE DTYPE UNLEARNED_ROOT HUB_REPO WANDB_PROJECT; do
     if [[ -n ${!variable:-} ]]; then
         flag=${variable,,}
         arguments+=("--${flag//_/-}" "${!variable}")
@@ -77,6 +81,19 @@ if [[ $PRESET == toy && -z $MODEL ]] && ! switched_on PRINT_OUTDIR; then
     if [[ ! -d models/toy-base-s$SEED ]]; then
         uv run --quiet "$REPO/experiment/build_organism.py" --seed "$SEED"
     fi
+fi
+
+# rapidun's per-text weights, when missing (influence_weights.py skips itself when they exist).
+if [[ $METHOD == rapidun && -z ${FORGET_WEIGHTS:-} && -z ${RETAIN_WEIGHTS:-} ]] && ! switched_on PRINT_OUTDIR; then
+    weight_arguments=(--preset "$PRESET" --seed "$SEED")
+    [[ -n $MODEL ]] && weight_arguments+=(--model "$MODEL")
+    for variable in FORGET_DATA RETAIN_DATA DEVICE DTYPE THREADS; do
+        if [[ -n ${!variable:-} ]]; then
+            flag=${variable,,}
+            weight_arguments+=("--${flag//_/-}" "${!variable}")
+        fi
+    done
+    uv run --quiet "$REPO/unlearn/influence_weights.py" "${weight_arguments[@]}" >&2
 fi
 
 exec uv run --quiet "$REPO/unlearn/unlearn.py" "${arguments[@]}" "$@"

@@ -10,7 +10,7 @@
 #   uv run unlearn/analysis/analyze_runs.py                      # then rank the finished runs
 #
 # Settings (environment variables): PRESET, SEED, BASE and every run_unlearn.sh variable pass through.
-#   METHODS   methods to sweep (default: all twelve)
+#   METHODS   methods to sweep (default: the seed's twelve; rapidun is also known)
 #   LRS       learning rates (default: real 5e-6 1e-5 3e-5; toy 3e-4 1e-3 3e-3)
 #   GRID_<METHOD>   override one method's grid, e.g. GRID_npo="BETA=0.05 0.2" or GRID_ga_simple=""
 #   NO_SAVE   default 1 (set NO_SAVE=0 to keep every model's weights)
@@ -45,7 +45,18 @@ declare -A GRID=(
     [cb_lat]="ALPHA=10.0 100.0 1000.0"
     [wt_dist]="WT_NOISE_STD=0.01 0.02 0.05"
     [wt_dist_reg]="WT_REG_LAMBDA=0.01 0.1 1.0"
+    [rapidun]="DESCENT_BETA=0.5 1.0 2.0"  # not in the default METHODS: METHODS="rapidun" ./unlearn/sweep_unlearn.sh
 )
+
+# The organism's own scales (brittle/presets.py): alpha = 100 anchors a 4-layer model so hard that nothing
+# is forgotten, and its weights need more noise than 0.02 to lose anything.
+if [[ $PRESET == toy ]]; then
+    GRID[rmu]="ALPHA=0.3 1.0 3.0"
+    GRID[cb]="ALPHA=0.3 1.0 3.0"
+    GRID[cb_lat]="ALPHA=0.3 1.0 3.0"
+    GRID[wt_dist]="WT_NOISE_STD=0.05 0.1 0.2"
+    GRID[wt_dist_reg]="WT_REG_LAMBDA=0.01 0.03 0.1"
+fi
 
 configurations=0
 failures=()

@@ -10,7 +10,10 @@
 
 An epoch is one pass over the forget training texts in micro-batches of --batch-size; each forget
 micro-batch is paired with a retain micro-batch drawn from a shuffled, cycling pass over the retain
-texts (methods that train on retain text only still take the same number of steps).
+texts (methods that train on retain text only still take the same number of steps). The retain
+micro-batch holds --batch-size × R / F texts for --mix-ratio R:F (default 1:1; RapidUn's 3:1 shows each
+step three retain texts per forget text). Per-text weights (--forget-weights/--retain-weights) travel
+with the texts into each micro-batch.
 """
 
 from __future__ import annotations
@@ -46,6 +49,17 @@ class TrainingData:
     retain_train: Sequences
     forget_heldout: Sequences
     retain_heldout: Sequences
+    forget_weights: list[float] | None = None  # per training text (--forget-weights); None = all 1
+    retain_weights: list[float] | None = None
+
+
+def split_with_weights(sequences: Sequences, weights: list[float] | None, fraction: float, rng: random.Random,
+                       ) -> tuple[Sequences, Sequences, list[float] | None]:
+    """`split_heldout` that keeps each training text's weight beside it: (training, held-out, training weights)."""
+    train_indices, heldout_indices = split_heldout(list(range(len(sequences))), fraction, rng)
+    train_weights = None if weights is None else [weights[index] for index in train_indices]
+    return ([sequences[index] for index in train_indices], [sequences[index] for index in heldout_indices],
+            train_weights)
 
 
 def split_heldout(sequences: Sequences, fraction: float, rng: random.Random) -> tuple[Sequences, Sequences]:
@@ -130,8 +144,13 @@ def padded_hidden(states: Sequence[Tensor], length: int, device: torch.device) -
 def assemble_batch(data: TrainingData, caches: Caches, forget_indices: list[int], retain_indices: list[int],
                    pad_token_id: int, device: torch.device) -> UnlearningBatch:
     """The micro-batch a loss sees: collated texts plus their cached reference values."""
-    forget = collate([data.forget_train[index] for index in forget_indices], pad_token_id).to(device)
-    retain = collate([data.retain_train[index] for index in retain_indices], pad_token_id).to(device)
+    forget = collate([data.forget_train[index] for index in forget_indices], pad_token_id)
+    retain = collate([data.retain_train[index] for index in retain_indices], pad_token_id)
+    if data.forget_weights is not None:
+        forget.weights = torch.tensor([data.forget_weights[index] for index in forget_indices])
+    if data.retain_weights is not None:
+        retain.weights = torch.tensor([data.retain_weights[index] for index in retain_indices])
+    forget, retain = forget.to(device), retain.to(device)
     batch = UnlearningBatch(forget, retain)
     if caches.forget_reference_log_prob is not None:
         batch.forget_reference_log_prob = caches.forget_reference_log_prob[forget_indices].to(device)
@@ -177,6 +196,12 @@ def heldout_metrics(model: nn.Module, data: TrainingData, batch_size: int, pad_t
     return {"forget_nll": forget, "retain_nll": retain, "gap": gap}
 
 
+def heldout_columns(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    """Held-out metrics as training-log columns: `heldout_forget_nll`, ... (the loss terms of the training
+    batches have the plain names, e.g. `forget_nll`)."""
+    return {f"heldout_{name}": value for name, value in metrics.items()}
+
+
 # ---------------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------------
@@ -201,6 +226,12 @@ def count_steps(forget_texts: int, settings: argparse.Namespace) -> tuple[int, i
     return micro_batches, optimizer_steps
 
 
+def retain_batch_size(settings: argparse.Namespace) -> int:
+    """Retain texts per micro-batch: --batch-size scaled by the retain:forget --mix-ratio (at least 1)."""
+    retain, forget = (int(part) for part in getattr(settings, "mix_ratio", "1:1").split(":"))
+    return max(1, round(settings.batch_size * retain / forget))
+
+
 def train(context: MethodContext, loss_function: LossFunction, method: str, data: TrainingData, caches: Caches,
           settings: argparse.Namespace, pad_token_id: int, device: torch.device) -> TrainingResult:
     """Run the unlearning loop on `context.model` in place; returns the per-step log.
@@ -215,7 +246,7 @@ def train(context: MethodContext, loss_function: LossFunction, method: str, data
                                                      weight_decay=settings.weight_decay)
     rng = random.Random(settings.seed)
     forget_stream = index_batches(len(data.forget_train), settings.batch_size, rng)
-    retain_stream = index_batches(len(data.retain_train), settings.batch_size, rng)
+    retain_stream = index_batches(len(data.retain_train), retain_batch_size(settings), rng)
     batches_per_epoch = micro_batches / settings.epochs
 
     result = TrainingResult(optimizer_steps=optimizer_steps)
@@ -249,7 +280,7 @@ def train(context: MethodContext, loss_function: LossFunction, method: str, data
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if settings.eval_interval and (step % settings.eval_interval == 0 or step == optimizer_steps):
-            row.update(heldout_metrics(model, data, settings.batch_size, pad_token_id, device))
+            row.update(heldout_columns(heldout_metrics(model, data, settings.batch_size, pad_token_id, device)))
         result.rows.append(row)
         if step % 10 == 0 or step == optimizer_steps:
             progress.set_postfix({name: f"{row[name]:.3g}" for name in names[:3]})

@@ -25,6 +25,12 @@
 | `cb_lat`      | activation space | --alpha, --steering-coeff, --lat-eps, --lat-steps, --layer-id | both           |
 | `wt_dist`     | parameter space  | --wt-noise-std                               | full weights (no LoRA)         |
 | `wt_dist_reg` | parameter space  | --wt-reg-lambda                              | full weights (no LoRA)         |
+| `rapidun`     | loss, weighted   | --ascent-alpha, --descent-beta, --mix-ratio  | per-text weights, LoRA         |
+
+`rapidun` (seed 003) is LoRA gradient difference with per-text weights from RapidIn-style influence
+estimates (unlearn/influence_weights.py; ./unlearn/run_unlearn.sh rapidun computes them when missing).
+--forget-weights / --retain-weights weight the per-text terms of *any* method, and --mix-ratio R:F sets
+how many retain texts each step sees per forget text (default 1:1; rapidun 3:1).
 
 Formulas: unlearn/methods.py (one loss function per method). Shared loop: unlearn/trainer.py.
 
@@ -35,9 +41,11 @@ overwrite each other:
     e.g. unlearned_models/EleutherAI_deep-ignorance-unfiltered__cb_lat__ep1_lr1e-05_bs4_a100.0_sc20.0_le0.1_ls5_ly5-6-7
 
 Method tags: rw retain weight, fw forget weight, b beta, a alpha, sc steering coeff, le LAT epsilon, ls
-LAT steps, ly layers, wn weight-noise std, wr weight-distance lambda. Settings that differ from their
-(preset) default are appended: ml max length, acc gradient accumulation, gc gradient clip, es eval
-split, st max steps, wd weight decay, lora LoRA rank, la LoRA alpha, s seed (when not 42).
+LAT steps, ly layers, wn weight-noise std, wr weight-distance lambda, aa ascent alpha, db descent beta,
+mr mix ratio (3:1 -> mr3-1), lora LoRA rank (rapidun). Settings that differ from their (preset) default
+are appended: ml max length, acc gradient accumulation, gc gradient clip, es eval split, st max steps,
+wd weight decay, lora LoRA rank, la LoRA alpha, mr mix ratio; then w<6 hex digits> (a fingerprint of the
+per-text weights, when some are given) and s<seed> (when not 42).
 
 The folder is an ordinary Hugging Face model folder (merged weights even after LoRA) plus
 `unlearn_run.json` (the completion marker: hyperparameters, held-out NLLs, timings), `evals/` (Step 0
@@ -58,9 +66,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sample_weights import (
+    FORGET_WEIGHTS_FILE,
+    RETAIN_WEIGHTS_FILE,
+    default_weights_dir,
+    read_sample_weights,
+    weights_fingerprint,
+)
+
 from brittle.cli import UserError, run_cli
 from brittle.outputs import model_slug
 from brittle.presets import Preset, get_preset
+from brittle.texts import check_disjoint, read_texts
 
 RUN_RECORD = "unlearn_run.json"  # written last: its presence marks a finished run
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -109,6 +126,8 @@ METHODS: dict[str, MethodCard] = {
                     description="Gaussian noise on all weights, then retain fine-tuning"),
     "wt_dist_reg": card("parameter", ("wt_reg_lambda",), ("pretrained_weights",), lora=False,
                         description="retain NLL − λ · squared distance from the pretrained weights"),
+    "rapidun": card("loss", ("ascent_alpha", "descent_beta", "mix_ratio", "lora_rank"), ("sample_weights",),
+                    description="influence-weighted LoRA ascent on forget + descent on retain (RapidUn)"),
 }
 
 
@@ -148,6 +167,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("layer_id", str, "5,6,7", "target decoder layers, 0-based, comma-separated (rmu, cb, lat, cb_lat)", "ly"),
     Setting("wt_noise_std", float, 0.02, "std σ of the Gaussian weight noise (wt_dist)", "wn"),
     Setting("wt_reg_lambda", float, 0.1, "weight λ of the squared distance from θ_pre (wt_dist_reg)", "wr"),
+    Setting("ascent_alpha", float, 1.0, "weight of the weighted forget ascent (rapidun)", "aa"),
+    Setting("descent_beta", float, 0.5, "weight of the weighted retain descent (rapidun)", "db"),
+    Setting("mix_ratio", str, "1:1", "retain:forget texts per step, R:F (rapidun's default 3:1)", "mr"),
     # Loop settings, in the folder name only when they differ from their default.
     Setting("max_length", int, 512, "tokens per text (longer texts are truncated)", "ml"),
     Setting("grad_accum_steps", int, 1, "micro-batches per optimizer step", "acc"),
@@ -165,13 +187,19 @@ SETTINGS: tuple[Setting, ...] = (
 SETTING = {setting.name: setting for setting in SETTINGS}
 ALWAYS_NAMED = ("epochs", "lr", "batch_size")
 NAMED_WHEN_CHANGED = ("max_length", "grad_accum_steps", "grad_clip", "eval_split", "max_steps", "weight_decay",
-                      "lora_rank", "lora_alpha")
+                      "lora_rank", "lora_alpha", "mix_ratio")
+# Seed defaults that belong to one method (seed 003's RapidUn configuration), under the presets' own.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "rapidun": {"lora_rank": 16, "lora_alpha": 16.0, "lr": 6e-5, "epochs": 2, "batch_size": 1, "mix_ratio": "3:1"},
+}
 DEFAULT_SEED = 42
 
 
 def method_defaults(preset: Preset, method: str) -> dict[str, Any]:
-    """Every setting's default for `method` in `preset`: the seed's, then the preset's "all", then its method's."""
-    overrides = {**preset.unlearn_defaults.get("all", {}), **preset.unlearn_defaults.get(method, {})}
+    """Every setting's default for `method` in `preset`: the seed's (shared, then the method's own), then the
+    preset's "all", then the preset's for the method."""
+    overrides = {**METHOD_DEFAULTS.get(method, {}), **preset.unlearn_defaults.get("all", {}),
+                 **preset.unlearn_defaults.get(method, {})}
     unknown = set(overrides) - set(SETTING)
     if unknown:
         raise UserError(f"preset {preset.name} sets unknown unlearning defaults {sorted(unknown)}")
@@ -189,6 +217,19 @@ def parse_layer_ids(text: str) -> list[int]:
     return layer_ids
 
 
+def parse_mix_ratio(text: str) -> tuple[int, int]:
+    """'3:1' -> (3, 1): retain texts and forget texts per step, both positive integers."""
+    retain, separator, forget = text.partition(":")
+    try:
+        ratio = (int(retain), int(forget))
+    except ValueError:
+        ratio = (0, 0)
+    if not separator or min(ratio) < 1:
+        raise UserError(f"--mix-ratio must be R:F, retain:forget texts per step as two positive integers such as "
+                        f"3:1, got {text!r}")
+    return ratio
+
+
 def scientific(value: float) -> str:
     """The shortest exact scientific form: 1e-05, 5e-06, 1.5e-05 (the seed's `lr1e-05`)."""
     for digits in range(16):
@@ -204,14 +245,20 @@ def format_value(name: str, value: Any) -> str:
         return scientific(value)
     if name == "layer_id":
         return "-".join(str(layer) for layer in parse_layer_ids(value))
+    if name == "mix_ratio":
+        return "-".join(map(str, parse_mix_ratio(value)))
     return str(value)
 
 
 def run_name(model: str, method: str, settings: argparse.Namespace, defaults: dict[str, Any]) -> str:
     """`<base model slug>__<method>__<encoded hyperparameters>`: the unlearned model's folder name."""
-    names = [*ALWAYS_NAMED, *METHODS[method].hyperparameters,
-             *(name for name in NAMED_WHEN_CHANGED if getattr(settings, name) != defaults[name])]
+    names = [*ALWAYS_NAMED, *METHODS[method].hyperparameters]
+    names += [name for name in NAMED_WHEN_CHANGED if getattr(settings, name) != defaults[name] and name not in names]
     parts = [f"{SETTING[name].tag}{format_value(name, getattr(settings, name))}" for name in names]
+    weight_files = [path for path in (getattr(settings, "forget_weights", None), getattr(settings, "retain_weights",
+                                                                                         None)) if path]
+    if weight_files:
+        parts.append(f"w{weights_fingerprint(*weight_files)}")
     if settings.seed != DEFAULT_SEED:
         parts.append(f"s{settings.seed}")
     return f"{model_slug(model)}__{method}__{'_'.join(parts)}"
@@ -231,6 +278,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="base model, hub id or local folder (default: the preset's base)")
     parser.add_argument("--forget-data", default=None, help="forget texts, one per line (default: the preset's)")
     parser.add_argument("--retain-data", default=None, help="retain texts, one per line (default: the preset's)")
+    parser.add_argument("--forget-weights", default=None,
+                        help="per-text weights of the forget texts, JSONL (unlearn/influence_weights.py); rapidun's "
+                             "default: <forget data folder>/influence_weights/<model>/forget_weights.jsonl")
+    parser.add_argument("--retain-weights", default=None, help="per-text weights of the retain texts (likewise)")
     hyperparameters = parser.add_argument_group(
         "hyperparameters", "defaults are the seed's; the toy preset sets its own (brittle/presets.py), and an "
         "explicit flag always wins. Shell variable of each: the flag in capitals (--retain-weight: RETAIN_WEIGHT)")
@@ -281,6 +332,11 @@ def resolve_settings(args: argparse.Namespace, preset: Preset) -> tuple[argparse
     args.retain_data = args.retain_data or preset.retain_text
     args.layer_ids = parse_layer_ids(args.layer_id)
     args.layer_id = ",".join(map(str, args.layer_ids))
+    args.mix_ratio = ":".join(map(str, parse_mix_ratio(args.mix_ratio)))
+    if "sample_weights" in METHODS[args.method].needs:
+        folder = default_weights_dir(args.model, args.forget_data)
+        args.forget_weights = args.forget_weights or str(folder / FORGET_WEIGHTS_FILE)
+        args.retain_weights = args.retain_weights or str(folder / RETAIN_WEIGHTS_FILE)
     check_settings(args)
     return args, defaults
 
@@ -288,6 +344,8 @@ def resolve_settings(args: argparse.Namespace, preset: Preset) -> tuple[argparse
 def check_settings(args: argparse.Namespace) -> None:
     """Values that cannot work, as one-line errors before anything loads."""
     card = METHODS[args.method]
+    if args.method == "rapidun" and not args.lora_rank:
+        raise UserError("rapidun trains LoRA adapters: --lora-rank (LORA_RANK) must be at least 1 (seed default 16)")
     if args.lora_rank and not card.lora:
         raise UserError(f"{args.method} cannot use LoRA (--lora-rank / LORA_RANK={args.lora_rank}): it works on the "
                         "weights themselves and needs full-parameter training; drop --lora-rank for this method")
@@ -299,7 +357,8 @@ def check_settings(args: argparse.Namespace) -> None:
         if value <= 0:
             raise UserError(f"{SETTING[name].flag} must be positive, got {value}")
     non_negative = ("lat_eps", "wt_noise_std", "grad_clip", "max_steps", "weight_decay", "lora_rank", "lora_alpha",
-                    "eval_interval", "beta", "retain_weight", "forget_weight", "alpha")
+                    "eval_interval", "beta", "retain_weight", "forget_weight", "alpha", "ascent_alpha",
+                    "descent_beta")
     for name in non_negative:
         if getattr(args, name) < 0:
             raise UserError(f"{SETTING[name].flag} must not be negative, got {getattr(args, name)}")
@@ -311,6 +370,10 @@ def check_settings(args: argparse.Namespace) -> None:
         raise UserError(f"--max-length must be at least 2 tokens, got {args.max_length}")
     if args.push_to_hub and args.no_save:
         raise UserError("--push-to-hub needs the weights; drop --no-save (NO_SAVE) to push a model")
+    for what in ("forget", "retain"):  # read and checked now: a bad file fails before anything loads
+        path = getattr(args, f"{what}_weights")
+        if path:
+            read_sample_weights(path, getattr(args, f"{what}_data"), what)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -385,7 +448,9 @@ def main() -> None:
     args = parse_arguments()
     preset = get_preset(args.preset, args.seed)
     args, defaults = resolve_settings(args, preset)
-    if args.preset == "toy" and not Path(args.model).exists():
+    if args.preset == "toy" and not Path(args.model).exists():  # the folder's name is the run's name
+        if args.model != preset.base:
+            raise UserError(f"model {args.model} not found: no such folder; check --model (MODEL / BASE)")
         raise UserError(f"toy base model {args.model} not found; build the organism with "
                         "`PRESET=toy ./experiment/pipeline.sh` (or run ./unlearn/run_unlearn.sh, which builds it)")
     run = run_name(args.model, args.method, args, defaults)
@@ -407,6 +472,9 @@ def main() -> None:
         return
     if args.push_to_hub:
         check_hub_token()
+
+    # Missing, empty or overlapping text files fail now, in a second, rather than after the heavy imports.
+    check_disjoint(read_texts(args.forget_data, what="forget data"), read_texts(args.retain_data, what="retain data"))
 
     # Only now the heavy imports: torch, transformers, lm-eval (tens of seconds on a busy machine).
     from workflow import run_unlearning

@@ -20,15 +20,17 @@ from typing import Any
 import torch
 import transformers
 from methods import LOSSES, MethodContext, add_weight_noise, random_directions
+from sample_weights import read_sample_weights
 from trainer import (
     Caches,
     TrainingData,
     TrainingResult,
+    heldout_columns,
     heldout_metrics,
     original_hidden_states,
     pretrained_copy,
     reference_log_probs,
-    split_heldout,
+    split_with_weights,
     train,
     wrap_with_lora,
 )
@@ -73,6 +75,8 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     forget_texts = read_texts(args.forget_data, what="forget data")
     retain_texts = read_texts(args.retain_data, what="retain data")
     check_disjoint(forget_texts, retain_texts)
+    sample_weights = {what: read_sample_weights(getattr(args, f"{what}_weights"), getattr(args, f"{what}_data"), what)
+                      for what in ("forget", "retain") if getattr(args, f"{what}_weights")}
     check_model_reference(args.model)
     if uses_layers:
         check_layer_ids(args.layer_ids, configured_layer_count(args.model), args.model)
@@ -91,11 +95,13 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
 
     # -- data --------------------------------------------------------------------------------------------
     split_rng = random.Random(args.seed)
-    forget_train, forget_heldout = split_heldout(encode_texts(tokenizer, forget_texts, args.max_length),
-                                                 args.eval_split, split_rng)
-    retain_train, retain_heldout = split_heldout(encode_texts(tokenizer, retain_texts, args.max_length),
-                                                 args.eval_split, split_rng)
-    data = TrainingData(forget_train, retain_train, forget_heldout, retain_heldout)
+    forget_train, forget_heldout, forget_weights = split_with_weights(
+        encode_texts(tokenizer, forget_texts, args.max_length), sample_weights.get("forget"), args.eval_split,
+        split_rng)
+    retain_train, retain_heldout, retain_weights = split_with_weights(
+        encode_texts(tokenizer, retain_texts, args.max_length), sample_weights.get("retain"), args.eval_split,
+        split_rng)
+    data = TrainingData(forget_train, retain_train, forget_heldout, retain_heldout, forget_weights, retain_weights)
     pad = tokenizer.pad_token_id
     print(f"{args.method} on {args.model}: {len(forget_train)} forget / {len(retain_train)} retain training texts, "
           f"{len(forget_heldout)} / {len(retain_heldout)} held out; device {device}, dtype {model.dtype}")
@@ -177,10 +183,10 @@ def format_nll(value: float | None) -> str:
 
 
 def write_training_log(folder: Path, result: TrainingResult, before: dict, after: dict, method: str) -> None:
-    """training_log.csv (one row per optimizer step; held-out NLLs at step 0, every --eval-interval, and
-    at the end) and training_curves.png beside it."""
-    rows = [{"step": 0, **before}, *result.rows]
-    rows[-1] = {**rows[-1], **after}
+    """training_log.csv (one row per optimizer step: the loss and its terms on the training batch; the
+    held-out NLLs, `heldout_*`, at step 0, every --eval-interval and at the end) and training_curves.png."""
+    rows = [{"step": 0, **heldout_columns(before)}, *result.rows]
+    rows[-1] = {**rows[-1], **heldout_columns(after)}
     columns: list[str] = []
     for row in rows:
         columns += [name for name in row if name not in columns]
@@ -188,8 +194,8 @@ def write_training_log(folder: Path, result: TrainingResult, before: dict, after
     losses = [(row["step"], row["loss"]) for row in result.rows]
     panels = {"training loss": {"loss": tuple(zip(*losses, strict=True))}} if losses else {}
     heldout = {name: tuple(zip(*[(row["step"], row[name]) for row in rows if row.get(name) is not None], strict=True))
-               for name in ("forget_nll", "retain_nll")}
-    heldout = {name.replace("_nll", ""): series for name, series in heldout.items() if series}
+               for name in ("heldout_forget_nll", "heldout_retain_nll")}
+    heldout = {name.split("_")[1]: series for name, series in heldout.items() if series}
     if heldout:
         panels["held-out NLL (forget should rise, retain stay)"] = heldout
     if panels:
@@ -212,6 +218,8 @@ def run_record(args: argparse.Namespace, plan, preset: Preset, data: TrainingDat
         "method_hyperparameters": list(plan.card.hyperparameters),
         "forget_data": str(args.forget_data),
         "retain_data": str(args.retain_data),
+        "forget_weights": args.forget_weights,
+        "retain_weights": args.retain_weights,
         "texts": {"forget_train": len(data.forget_train), "retain_train": len(data.retain_train),
                   "forget_heldout": len(data.forget_heldout), "retain_heldout": len(data.retain_heldout)},
         "optimizer_steps": result.optimizer_steps,
