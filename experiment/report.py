@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from brittle.cli import UserError, run_cli
-from brittle.outputs import DEFAULT_OUTPUT_ROOT, comparison_name, model_slug, read_csv, write_csv, write_text
+from brittle.outputs import DEFAULT_OUTPUT_ROOT, model_slug, read_csv, write_csv, write_text
 from brittle.presets import get_preset
 
 COMPARISON_SEPARATOR = "__to__"
@@ -312,13 +312,20 @@ class Comparison:
     model_a: str
     model_b: str
 
-    @property
-    def folder_name(self) -> str:
-        return comparison_name(self.model_a, self.model_b)
-
     def scope_folder(self, scope: str, root: Path) -> Path:
-        return root / {"comparison": self.folder_name, "model_a": model_slug(self.model_a),
-                       "model_b": model_slug(self.model_b)}[scope]
+        slug_a, slug_b = output_slug(self.model_a, root), output_slug(self.model_b, root)
+        return root / {"comparison": f"{slug_a}{COMPARISON_SEPARATOR}{slug_b}", "model_a": slug_a,
+                       "model_b": slug_b}[scope]
+
+
+def output_slug(model: str, root: Path) -> str:
+    """The model's folder name under the output root. A local model's slug is its folder's name, which
+    `model_slug` can only tell while the folder exists from here; when the report runs elsewhere (or the
+    model was deleted), a results folder named after the path's last part is the local model's."""
+    slug = model_slug(model)
+    if not (root / slug).is_dir() and (root / Path(model).name).is_dir():
+        return Path(model).name
+    return slug
 
 
 @dataclass

@@ -38,7 +38,9 @@ def write_seed(root: Path, seed: int, forget_b: float, recovery: float, delta_sc
 
 def test_cells_average_seeds_and_name_every_missing_step(tmp_path: Path):
     root = tmp_path / "outputs"
-    comparisons = [["--comparison", "COMP2 Base -> Unlearned", *write_seed(root, seed, forget_b, recovery, scale)]
+    # Models named as the pipeline names local folders ("models/<name>", which need not exist from here).
+    comparisons = [["--comparison", "COMP2 Base -> Unlearned",
+                    *(f"models/{name}" for name in write_seed(root, seed, forget_b, recovery, scale))]
                    for seed, forget_b, recovery, scale in ((42, 0.3, 0.8, 1.0), (123, 0.5, 0.6, 2.0))]
     report.main([argument for triple in comparisons for argument in triple] +
                 ["--preset", "toy", "--output-root", str(root)])
