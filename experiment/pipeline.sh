@@ -304,7 +304,10 @@ pairwise_steps() {
 for model in "${MODELS[@]}"; do
     per_model_steps "$model"
 done
+declare -A COMPARED=()  # a pair named by two roles (e.g. UNLEARNED=FILTERED) is computed once
 for comparison in "${COMPARISONS[@]}"; do
+    [[ -z ${COMPARED[$comparison]:-} ]] || continue
+    COMPARED[$comparison]=1
     pairwise_steps "${comparison%%|*}" "${comparison##*|}"
 done
 

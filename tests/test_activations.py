@@ -228,7 +228,9 @@ def activation_outputs(toy_organism: ToyOrganism) -> Path:
             run_main(script, *pair, "--preset", "toy", "--max-samples", SAMPLES, "--device", "cpu", "--force",
                      cwd=workspace)
     steps = "activation_comparison lipschitzness"  # through the driver, as a user runs them
-    environment = {**os.environ, "PRESET": "toy", "WORKDIR": str(workspace), "MAX_SAMPLES": SAMPLES, "STEPS": steps}
+    # Filtered stands in for the unlearned model, so that COMP2 is COMP1 (computed once) and no model is unlearned.
+    environment = {**os.environ, "PRESET": "toy", "WORKDIR": str(workspace), "MAX_SAMPLES": SAMPLES, "STEPS": steps,
+                   "UNLEARNED": f"models/{toy_organism.filtered.name}"}
     result = subprocess.run([str(REPO_ROOT / "experiment" / "pipeline.sh"), "--force"], env=environment,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
