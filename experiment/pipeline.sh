@@ -136,11 +136,20 @@ step_done() {
         --output-root "$OUTPUT_ROOT"
 }
 
+# first_visit KEY: true the first time this run asks about KEY (a step and its models), so that a step
+# reached twice (Step 0 of base before the pre-flight check and again in the loop; one pair named by two
+# roles, e.g. UNLEARNED=FILTERED) runs, or is reported skipped, once.
+declare -A VISITED=()
+first_visit() {
+    [[ -z ${VISITED[$1]:-} ]] && VISITED[$1]=1
+}
+
 # per_model_step STEP MODEL SCRIPT [ARGS...]: a step that studies one model.
 per_model_step() {
     local step=$1 model=$2 script=$3
     shift 3
     step_selected "$step" || return 0
+    first_visit "$step|$model" || return 0
     if step_done "$step" "$model"; then
         SKIPPED+=("$step: $model")
         return
@@ -154,6 +163,7 @@ pairwise_step() {
     local step=$1 model_a=$2 model_b=$3 script=$4
     shift 4
     step_selected "$step" || return 0
+    first_visit "$step|$model_a|$model_b" || return 0
     if step_done "$step" "$model_a" "$model_b"; then
         SKIPPED+=("$step: $model_a -> $model_b")
         return
@@ -304,10 +314,7 @@ pairwise_steps() {
 for model in "${MODELS[@]}"; do
     per_model_steps "$model"
 done
-declare -A COMPARED=()  # a pair named by two roles (e.g. UNLEARNED=FILTERED) is computed once
 for comparison in "${COMPARISONS[@]}"; do
-    [[ -z ${COMPARED[$comparison]:-} ]] || continue
-    COMPARED[$comparison]=1
     pairwise_steps "${comparison%%|*}" "${comparison##*|}"
 done
 
