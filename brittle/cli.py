@@ -39,6 +39,13 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
 
 
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--model-a` and `--model-b`, the two models of a pairwise step (hub ids or local folders)."""
+    parser.add_argument("--model-a", required=True, help="the reference model (Base): hub id or local folder")
+    parser.add_argument("--model-b", required=True,
+                        help="the model compared with it (Filtered, Unlearned, ...): hub id or local folder")
+
+
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """`--outdir`, `--output-root` and `--force`."""
     parser.add_argument("--outdir", default=None,

@@ -54,7 +54,7 @@ from brittle.activations import (
     run_details,
     text_files,
 )
-from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.models import check_model_reference
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
@@ -104,8 +104,7 @@ def selectivity_ratio(forget_value: float, retain_value: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-a", required=True, help="the reference model (Base)")
-    parser.add_argument("--model-b", required=True, help="the model compared with it (Filtered, Unlearned, ...)")
+    add_comparison_arguments(parser)
     add_activation_arguments(parser)
     add_runtime_arguments(parser)
     add_output_arguments(parser)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.outputs import (
     comparison_name,
     comparison_step_dir,
@@ -55,8 +55,7 @@ COMPONENT_ORDER = ("q", "k", "v", "qkv", "attn_out", "mlp_gate", "mlp_expand", "
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-a", required=True, help="the reference model (Base) of the comparison")
-    parser.add_argument("--model-b", required=True, help="the model compared with it")
+    add_comparison_arguments(parser)
     parser.add_argument("--weight-comparison-dir", default=None,
                         help="Step 1's output folder (default: <output-root>/<a>__to__<b>/weight_comparison)")
     add_runtime_arguments(parser)  # accepted for a uniform pipeline; this step only reads CSVs

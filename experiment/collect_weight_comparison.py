@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from brittle.architecture import split_fused_qkv
-from brittle.cli import add_output_arguments, add_runtime_arguments, positive_int, run_cli
+from brittle.cli import add_comparison_arguments, add_output_arguments, add_runtime_arguments, positive_int, run_cli
 from brittle.matrix_metrics import energy_rank, frobenius_norm, ratio, spectral_norm, stable_rank
 from brittle.outputs import (
     comparison_name,
@@ -79,8 +79,7 @@ GROUP_LABELS = {"attn": "attention", "mlp": "MLP"}
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-a", required=True, help="the reference model (Base): hub id or local folder")
-    parser.add_argument("--model-b", required=True, help="the model compared with it: hub id or local folder")
+    add_comparison_arguments(parser)
     parser.add_argument("--empirical-rank", action="store_true",
                         help="also compute the 99%%-energy rank of ΔW and W (a full SVD per matrix: slow)")
     parser.add_argument("--power-iterations", type=positive_int, default=100,

@@ -59,7 +59,7 @@ from brittle.activations import (
     text_files,
     tokenize_texts,
 )
-from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.models import check_model_reference, input_device, load_model, load_tokenizer
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import save_figure
@@ -149,8 +149,7 @@ def plot_sensitivity(path: Path, rows: list[dict], names: dict[str, str]) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-a", required=True, help="the reference model (Base)")
-    parser.add_argument("--model-b", required=True, help="the model compared with it (Filtered, Unlearned, ...)")
+    add_comparison_arguments(parser)
     parser.add_argument("--epsilon", type=float, default=0.01, help="radius of the per-token perturbation (0.01)")
     parser.add_argument("--num-perturbations", type=int, default=10, help="perturbations per text (default 10)")
     add_activation_arguments(parser, cache=False)  # perturbed inputs: nothing to reuse

@@ -42,7 +42,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from brittle.architecture import parameter_role
-from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.matrix_metrics import frobenius_norm, ratio, split_by_column_space, split_by_row_space
 from brittle.outputs import (
     comparison_name,
@@ -61,8 +61,7 @@ STEP_FOLDER = "mlp_nullspace"
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-a", required=True, help="the reference model (Base): hub id or local folder")
-    parser.add_argument("--model-b", required=True, help="the model compared with it: hub id or local folder")
+    add_comparison_arguments(parser)
     parser.add_argument("--rank-threshold", type=float, default=0.99,
                         help="share of W's energy (Σσ²) its column space must hold (default 0.99)")
     add_runtime_arguments(parser)

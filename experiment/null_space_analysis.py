@@ -45,7 +45,14 @@ from pathlib import Path
 import torch
 
 from brittle.architecture import parameter_role
-from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
+from brittle.cli import (
+    UserError,
+    add_comparison_arguments,
+    add_output_arguments,
+    add_runtime_arguments,
+    positive_int,
+    run_cli,
+)
 from brittle.matrix_metrics import energy_rank, grassmann_distance, subspace_alignment, top_k_energy_ratio
 from brittle.outputs import (
     comparison_name,
@@ -65,8 +72,7 @@ GROUP_LABELS = {"attn": "attention", "mlp": "MLP"}
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-a", required=True, help="the reference model (Base): hub id or local folder")
-    parser.add_argument("--model-b", required=True, help="the model compared with it: hub id or local folder")
+    add_comparison_arguments(parser)
     parser.add_argument("--num-samples", type=positive_int, default=50,
                         help="attention/MLP weight matrices to analyse, drawn with --seed (default 50)")
     parser.add_argument("--top-k", type=positive_int, default=10,

@@ -62,7 +62,7 @@ from brittle.outputs import (
     write_json,
 )
 from brittle.plotting import figure_and_axes, save_figure
-from brittle.preflight import check_forget_baseline
+from brittle.preflight import check_forget_baseline, step0_forget_accuracy
 from brittle.presets import get_preset
 from brittle.runtime import seed_everything
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
@@ -107,11 +107,12 @@ def read_questions(path: str | Path, half: str) -> list[dict[str, Any]]:
 
 
 def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[dict],
-                args: argparse.Namespace) -> list[dict[str, Any]]:
+                args: argparse.Namespace, unattacked: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Fine-tune a fresh copy of the model on T at one learning rate; V and T accuracy per epoch.
 
     AdamW with a cosine schedule over all epochs; evaluated before training (epoch 0) and after
-    every epoch, so one run also answers "how many epochs?".
+    every epoch, so one run also answers "how many epochs?". `unattacked` (the epoch-0 accuracies,
+    identical for every learning rate) skips scoring the untouched model again.
     """
     seed_everything(args.seed)
     model, tokenizer = load_model_and_tokenizer(model_name, args.device, args.dtype)
@@ -139,16 +140,25 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
             model.eval()
-        rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step,
-                     "v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
-                     "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)})
+        if epoch == 0 and unattacked is not None:
+            accuracies = unattacked
+        else:
+            accuracies = {"v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
+                          "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)}
+        rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step, **accuracies})
     return rows
 
 
 def attack(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
            args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The sweep: one fresh fine-tuning run per learning rate."""
-    return [row for lr in rates for row in attack_once(model_name, lr, train, evaluate, args)]
+    """The sweep: one fresh fine-tuning run per learning rate (the untouched model is scored once)."""
+    rows: list[dict[str, Any]] = []
+    unattacked = None
+    for lr in rates:
+        run = attack_once(model_name, lr, train, evaluate, args, unattacked)
+        unattacked = {key: run[0][key] for key in ("v_accuracy", "t_accuracy")}
+        rows += run
+    return rows
 
 
 def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
@@ -195,13 +205,23 @@ def recovery_rates(a: float, b: float, c: float) -> dict[str, float | None]:
 # Pre-flight and reporting
 # --------------------------------------------------------------------------------------------------
 
-def check_baseline(base: str, questions: list[dict[str, Any]], minimum: float, args: argparse.Namespace) -> float:
-    """Forget accuracy of the base model on T and V; a `UserError` below `minimum` (0 disables)."""
+def check_baseline(base: str, questions: list[dict[str, Any]], minimum: float, args: argparse.Namespace) -> None:
+    """A `UserError` when base's forget accuracy is below `minimum` (0 disables the check).
+
+    The accuracy comes from base's Step 0 when that has run (no model load); otherwise it is measured
+    here on the T and V questions.
+    """
+    if minimum <= 0:
+        print(f"pre-flight: check disabled (threshold {minimum})")
+        return
+    accuracy = step0_forget_accuracy(base, args.forget_task, args.output_root)
+    if accuracy is not None:
+        check_forget_baseline(base, accuracy, minimum, f"Step 0's {args.forget_task}")
+        return
     model, tokenizer = load_model_and_tokenizer(base, args.device, args.dtype)
     accuracy = multiple_choice_accuracy(model, tokenizer, questions, args.eval_batch_size)
     del model
     check_forget_baseline(base, accuracy, minimum, f"the {len(questions)} T and V questions")
-    return accuracy
 
 
 def plot_attack(path: Path, title: str, curves: dict[str, list[dict[str, Any]]],
@@ -251,6 +271,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     preset = get_preset(args.preset, args.seed)
     args.filtered = args.filtered or preset.filtered
+    args.forget_task = preset.forget_task  # Step 0's task whose accuracy the pre-flight reads
     args.train_questions = args.train_questions or preset.forget_questions_t
     args.eval_questions = args.eval_questions or preset.forget_questions_v
     args.epochs = args.epochs or preset.relearn_epochs

@@ -55,7 +55,7 @@ from brittle.activations import (
     text_files,
 )
 from brittle.architecture import as_output_by_input, parameter_role
-from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.models import check_model_reference, load_model
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
@@ -116,8 +116,7 @@ def selectivity(forget_projection: float, retain_projection: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-a", required=True, help="the reference model (Base)")
-    parser.add_argument("--model-b", required=True, help="the model compared with it (Filtered, Unlearned, ...)")
+    add_comparison_arguments(parser)
     parser.add_argument("--top-k", type=int, default=16,
                         help="row-space directions of ΔW to project onto, by singular value (default 16)")
     add_activation_arguments(parser)

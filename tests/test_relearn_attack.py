@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,6 +50,23 @@ def test_t_and_v_never_share_an_entity(toy_organism: ToyOrganism):
     halves = [read_jsonl(toy_organism.data / "questions" / f"forget_{half}.jsonl") for half in ("t", "v")]
     entities = [{question["entity"] for question in half} for half in halves]
     assert entities[0] and entities[1] and not entities[0] & entities[1]
+
+
+
+def test_pre_flight_reads_step_0_instead_of_loading_the_model(tmp_path: Path, capsys: pytest.CaptureFixture):
+    # No such model exists anywhere: the check can only pass or fail from Step 0's summary.json.
+    base = "example-org/never-loaded"
+    summary = tmp_path / "outputs" / "example-org_never-loaded" / "evals" / "summary.json"
+    summary.parent.mkdir(parents=True)
+    settings = SimpleNamespace(forget_task="toy_forget_mcq", output_root=tmp_path / "outputs")
+    summary.write_text(json.dumps({"toy_forget_mcq": {"acc": 0.31}}))
+    with pytest.raises(UserError, match=r"answers only 0\.310 .*Step 0's toy_forget_mcq"):
+        relearn.check_baseline(base, [], 0.5, settings)
+    summary.write_text(json.dumps({"toy_forget_mcq": {"acc": 0.93}}))
+    relearn.check_baseline(base, [], 0.5, settings)
+    assert "forget accuracy 0.930 on Step 0's toy_forget_mcq" in capsys.readouterr().out
+    relearn.check_baseline(base, [], 0, settings)
+    assert "check disabled" in capsys.readouterr().out
 
 
 # ---- bad input -----------------------------------------------------------------------------------------
