@@ -165,7 +165,9 @@ def attack_best(path: Path) -> float:
 
 def recovery_rate(runs_b: Path, runs_a: Path) -> float:
     """(B − A) / (C − A): B = model B's best attacked V accuracy, A = its V accuracy before the attack,
-    C = model A's (the base's) best under the same attack; for Base -> Filtered, the filtered recovery."""
+    C = model A's best under the same attack (the base's, for comparisons that start at Base; for CB ->
+    Unlearned, how much of CB's relearned accuracy the unlearned model reaches). For Base -> Filtered this
+    is the filtered model's recovery."""
     before, after, ceiling = attack_before(runs_b), attack_best(runs_b), attack_best(runs_a)
     if ceiling - before <= 0:
         raise ValueError("undefined: model B was not below the attacked base before the attack")
@@ -292,7 +294,7 @@ def big_picture_rows(forget_task: str, retain_task: str) -> list[Row]:
                         "relearn_attack_seed*/runs.csv", attack_before),
                 Measure("V accuracy of B after the attack (best setting)", "Step 13 relearn_attack", "model_b",
                         "relearn_attack_seed*/runs.csv", attack_best),
-                Measure("C: base after the same attack", "Step 13 relearn_attack", "model_a",
+                Measure("C: model A after the same attack", "Step 13 relearn_attack", "model_a",
                         "relearn_attack_seed*/runs.csv", attack_best),
                 Measure("recovery rate (B − A) / (C − A)", "Step 13 relearn_attack", "model_b",
                         "relearn_attack_seed*/runs.csv", recovery_rate, paired=True),
