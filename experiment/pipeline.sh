@@ -41,7 +41,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "${WORKDIR:-$REPO}"
 
 PRESET=${PRESET:-real}
-export UV_COMPILE_BYTECODE=${UV_COMPILE_BYTECODE:-1}  # script environments keep compiled bytecode: faster start-ups
+unset PYTHONDONTWRITEBYTECODE  # each script's environment caches the bytecode it imports: faster start-ups
 SEED=${SEED:-42}
 OUTPUT_ROOT=${OUTPUT_ROOT:-outputs}
 DEVICE=${DEVICE:-auto}

@@ -33,6 +33,8 @@ os.environ.update({
     "TQDM_DISABLE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 })
+# The scripts' `uv run` start-ups import torch: let Python cache that bytecode (see .ci/run).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 if __name__ == "__main__":
     # Run from the repository root, where pyproject.toml's testpaths = ["tests"] applies when no test
