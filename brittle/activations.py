@@ -131,6 +131,16 @@ def read_split_texts(files: dict[str, Path], max_samples: int) -> dict[str, list
     return texts
 
 
+def step_inputs(args: argparse.Namespace, *models: str) -> tuple[dict[str, Path], dict[str, list[str]]]:
+    """An activation step's split files and texts (`--max-samples` each), after checking that every model
+    exists: the refusals that need no model, made before any model loads."""
+    files = text_files(args)
+    texts = read_split_texts(files, args.max_samples)
+    for model in models:
+        check_model_reference(model)
+    return files, texts
+
+
 # ---------------------------------------------------------------------------------------------
 # What a forward pass runs on: token sequences and which of their positions to keep
 # ---------------------------------------------------------------------------------------------

@@ -50,12 +50,10 @@ from brittle.activations import (
     check_same_architecture,
     collect_splits,
     finite_or_none,
-    read_split_texts,
     run_details,
-    text_files,
+    step_inputs,
 )
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
-from brittle.models import check_model_reference
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.runtime import resolve_device, seed_everything
@@ -114,10 +112,7 @@ def main() -> None:
                                                      args.output_root))
     if skip_if_complete(outdir, args.force, what=f"Step 9 activation covariance {args.model_a} -> {args.model_b}"):
         return
-    files = text_files(args)
-    texts = read_split_texts(files, args.max_samples)
-    for model in (args.model_a, args.model_b):
-        check_model_reference(model)
+    files, texts = step_inputs(args, args.model_a, args.model_b)
     settings = activation_settings(args)
     device = resolve_device(args.device)
     seed_everything(args.seed)

@@ -48,12 +48,10 @@ from brittle.activations import (
     add_activation_arguments,
     check_same_architecture,
     collect_splits,
-    read_split_texts,
     run_details,
-    text_files,
+    step_inputs,
 )
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
-from brittle.models import check_model_reference
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.runtime import seed_everything
@@ -108,12 +106,9 @@ def main() -> None:
                                                      args.output_root))
     if skip_if_complete(outdir, args.force, what=f"Step 8 activation separation {args.model_a} -> {args.model_b}"):
         return
-    files = text_files(args)
-    texts = read_split_texts(files, args.max_samples)
+    files, texts = step_inputs(args, args.model_a, args.model_b)
     if min(len(split_texts) for split_texts in texts.values()) < 2:
         raise UserError("separation needs at least 2 texts per split; raise --max-samples")
-    for model in (args.model_a, args.model_b):
-        check_model_reference(model)
     settings = activation_settings(args)
     seed_everything(args.seed)
 

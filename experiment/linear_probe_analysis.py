@@ -47,12 +47,10 @@ from brittle.activations import (
     activation_settings,
     add_activation_arguments,
     collect_splits,
-    read_split_texts,
     run_details,
-    text_files,
+    step_inputs,
 )
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
-from brittle.models import check_model_reference
 from brittle.outputs import model_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.runtime import seed_everything
@@ -100,11 +98,9 @@ def main() -> None:
         raise UserError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     if args.C <= 0 or args.max_iter < 1:
         raise UserError("--C must be positive and --max-iter at least 1")
-    files = text_files(args)
-    texts = read_split_texts(files, args.max_samples)
+    files, texts = step_inputs(args, args.model)
     if min(len(split_texts) for split_texts in texts.values()) < 5:
         raise UserError("the probes need at least 5 texts per split to hold some out; raise --max-samples")
-    check_model_reference(args.model)
     settings = activation_settings(args)
     seed_everything(args.seed)
 

@@ -55,12 +55,11 @@ from brittle.activations import (
     TokenizedSplit,
     add_activation_arguments,
     log_forward_passes,
-    read_split_texts,
-    text_files,
+    step_inputs,
     tokenize_texts,
 )
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
-from brittle.models import check_model_reference, input_device, load_model, load_tokenizer
+from brittle.models import input_device, load_model, load_tokenizer
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import save_figure
 from brittle.runtime import seed_everything
@@ -164,10 +163,7 @@ def main() -> None:
         raise UserError("--epsilon must be positive and --num-perturbations at least 1")
     if args.batch_size < 1 or args.max_length < 2:
         raise UserError("--batch-size must be at least 1 and --max-length at least 2")
-    files = text_files(args)
-    texts = read_split_texts(files, args.max_samples)
-    for model_name in (args.model_a, args.model_b):
-        check_model_reference(model_name)
+    files, texts = step_inputs(args, args.model_a, args.model_b)
     seed_everything(args.seed)
 
     models = dict(zip(ROLES, (args.model_a, args.model_b), strict=True))

@@ -50,13 +50,12 @@ from brittle.activations import (
     check_same_architecture,
     collect_splits,
     finite_or_none,
-    read_split_texts,
     run_details,
-    text_files,
+    step_inputs,
 )
 from brittle.architecture import as_output_by_input, parameter_role
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
-from brittle.models import check_model_reference, load_model
+from brittle.models import load_model
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.runtime import resolve_device, seed_everything
@@ -130,10 +129,7 @@ def main() -> None:
         return
     if args.top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {args.top_k}")
-    files = text_files(args)
-    texts = read_split_texts(files, args.max_samples)
-    for model in (args.model_a, args.model_b):
-        check_model_reference(model)
+    files, texts = step_inputs(args, args.model_a, args.model_b)
     settings = activation_settings(args)
     device = resolve_device(args.device)
     seed_everything(args.seed)
