@@ -52,7 +52,6 @@ def test_t_and_v_never_share_an_entity(toy_organism: ToyOrganism):
     assert entities[0] and entities[1] and not entities[0] & entities[1]
 
 
-
 def test_pre_flight_reads_step_0_instead_of_loading_the_model(tmp_path: Path, capsys: pytest.CaptureFixture):
     # No such model exists anywhere: the check can only pass or fail from Step 0's summary.json.
     base = "example-org/never-loaded"
