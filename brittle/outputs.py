@@ -54,6 +54,11 @@ def comparison_name(model_a: str, model_b: str) -> str:
     return f"{model_slug(model_a)}__to__{model_slug(model_b)}"
 
 
+def comparison_title(model_a: str, model_b: str) -> str:
+    """`<model_a> → <model_b>`: a pairwise comparison as plot titles name it."""
+    return f"{model_slug(model_a)} → {model_slug(model_b)}"
+
+
 def model_step_dir(model: str, step: str, output_root: str | Path = DEFAULT_OUTPUT_ROOT) -> Path:
     """Folder of a per-model step, e.g. `outputs/<model>/evals`."""
     return Path(output_root) / model_slug(model) / step

@@ -39,8 +39,8 @@ import matplotlib.pyplot as plt
 
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.outputs import (
-    comparison_name,
     comparison_step_dir,
+    comparison_title,
     read_csv,
     skip_if_complete,
     staged_directory,
@@ -190,7 +190,7 @@ def main() -> None:
     shares = component_shares(per_component)
     summary = {"model_a": args.model_a, "model_b": args.model_b, **whole_model(layers)}
 
-    title = comparison_name(args.model_a, args.model_b).replace("__to__", " → ")
+    title = comparison_title(args.model_a, args.model_b)
     x_values = [row["layer"] for row in layers]
     with staged_directory(args.outdir) as staging:
         write_csv(staging / "mlp_attn_summary.csv", layers)

@@ -53,8 +53,8 @@ from brittle.architecture import split_fused_qkv
 from brittle.cli import add_comparison_arguments, add_output_arguments, add_runtime_arguments, positive_int, run_cli
 from brittle.matrix_metrics import energy_rank, frobenius_norm, ratio, spectral_norm, stable_rank
 from brittle.outputs import (
-    comparison_name,
     comparison_step_dir,
+    comparison_title,
     skip_if_complete,
     staged_directory,
     write_csv,
@@ -280,7 +280,7 @@ def main() -> None:
         "seconds": round(seconds, 1),
     }
 
-    title = comparison_name(args.model_a, args.model_b).replace("__to__", " → ")
+    title = comparison_title(args.model_a, args.model_b)
     with staged_directory(args.outdir) as staging, staged_directory(args.plot_dir) as plot_staging:
         # The plots are published first and the CSV folder last: its existence marks the step as done.
         write_csv(staging / "per_matrix.csv", per_matrix, [*PER_MATRIX_COLUMNS, *empirical_columns])

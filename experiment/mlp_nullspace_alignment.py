@@ -45,8 +45,8 @@ from brittle.architecture import parameter_role
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.matrix_metrics import frobenius_norm, ratio, split_by_column_space, split_by_row_space
 from brittle.outputs import (
-    comparison_name,
     comparison_step_dir,
+    comparison_title,
     skip_if_complete,
     staged_directory,
     write_csv,
@@ -158,7 +158,7 @@ def main() -> None:
                "input_null_space_fraction_chance": whole["input_null_space_fraction_chance"],
                "settings": {"rank_threshold": args.rank_threshold}, "seconds": round(seconds, 1)}
 
-    title = comparison_name(args.model_a, args.model_b).replace("__to__", " → ")
+    title = comparison_title(args.model_a, args.model_b)
     x_values = [row["layer"] for row in layers]
     with staged_directory(args.outdir) as staging:
         write_csv(staging / "mlp_nullspace_results.csv", rows)

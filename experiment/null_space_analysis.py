@@ -55,8 +55,8 @@ from brittle.cli import (
 )
 from brittle.matrix_metrics import energy_rank, grassmann_distance, subspace_alignment, top_k_energy_ratio
 from brittle.outputs import (
-    comparison_name,
     comparison_step_dir,
+    comparison_title,
     skip_if_complete,
     staged_directory,
     write_csv,
@@ -170,7 +170,7 @@ def main() -> None:
                             "energy_threshold": args.energy_threshold, "seed": args.seed},
                "means": summarise(rows), "seconds": round(seconds, 1)}
 
-    title = comparison_name(args.model_a, args.model_b).replace("__to__", " → ")
+    title = comparison_title(args.model_a, args.model_b)
     with staged_directory(args.outdir) as staging:
         write_csv(staging / "null_space_results.csv", rows)
         write_json(staging / "summary.json", summary)
