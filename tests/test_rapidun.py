@@ -17,9 +17,6 @@ from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "unlearn"))
 import influence_weights
-import methods
-import sample_weights
-import trainer
 from test_unlearning_methods import (
     FORGET,
     RETAIN,
@@ -31,6 +28,7 @@ from test_unlearning_methods import (
 )
 
 import unlearn
+from brittle import methods, sample_weights, trainer
 from brittle.cli import UserError
 from brittle.presets import get_preset
 from brittle.training import collate

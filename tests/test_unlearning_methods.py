@@ -25,10 +25,9 @@ from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "unlearn"))
 import estimate_memory
-import methods
-import trainer
 
 import unlearn
+from brittle import methods, trainer
 
 FORGET = [[1, 2, 3, 4, 5], [6, 7, 8]]
 RETAIN = [[9, 10, 11], [12, 13, 14, 15, 16, 17]]

@@ -13,7 +13,7 @@
 Both contenders train the same model on the *same* forget and retain micro-batch, step after step:
 
     bare   logits -> loss -> backward -> optimizer.step -> zero_grad     (the least any loop can do)
-    loop   unlearn/trainer.py's `train` with the method's registered loss: batch assembly, the loss
+    loop   brittle/trainer.py's `train` with the method's registered loss: batch assembly, the loss
            function, gradient clipping, the cosine schedule, one device sync per step for the log row,
            the NaN check, tqdm
 
@@ -37,15 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TQDM_DISABLE", "1")  # the progress bar's cost still counts; its output need not
 
 import torch
-from methods import LOSSES, MethodContext, UnlearningBatch
-from trainer import Caches, TrainingData, train
 
 import unlearn
 from brittle.architecture import decoder_layers
 from brittle.cli import UserError, run_cli
+from brittle.methods import LOSSES, MethodContext, UnlearningBatch
 from brittle.models import input_device, load_model_and_tokenizer
 from brittle.presets import get_preset
 from brittle.texts import read_texts
+from brittle.trainer import Caches, TrainingData, train
 from brittle.training import collate, encode_texts
 
 SUPPORTED = ("ga_simple", "ga", "grad_diff", "simnpo", "wt_dist")  # losses that need no cache

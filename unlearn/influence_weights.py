@@ -46,16 +46,12 @@ import hashlib
 import json
 import math
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import torch
-from sample_weights import FORGET_WEIGHTS_FILE, RETAIN_WEIGHTS_FILE, default_weights_dir
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -64,6 +60,7 @@ from brittle.models import input_device, load_model_and_tokenizer
 from brittle.outputs import staged_directory, write_csv, write_json, write_jsonl
 from brittle.presets import get_preset
 from brittle.runtime import seed_everything
+from brittle.sample_weights import FORGET_WEIGHTS_FILE, RETAIN_WEIGHTS_FILE, default_weights_dir
 from brittle.texts import check_disjoint, read_texts
 from brittle.training import batch_nll, encode_texts
 

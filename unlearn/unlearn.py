@@ -32,7 +32,7 @@ estimates (unlearn/influence_weights.py; ./unlearn/run_unlearn.sh rapidun comput
 --forget-weights / --retain-weights weight the per-text terms of *any* method, and --mix-ratio R:F sets
 how many retain texts each step sees per forget text (default 1:1; rapidun 3:1).
 
-Formulas: unlearn/methods.py (one loss function per method). Shared loop: unlearn/trainer.py.
+Formulas: brittle/methods.py (one loss function per method). Shared loop: brittle/trainer.py.
 
 The output folder encodes the base model, the method and its relevant hyperparameters, so runs never
 overwrite each other:
@@ -66,17 +66,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sample_weights import (
+from brittle.cli import UserError, run_cli
+from brittle.outputs import model_slug
+from brittle.presets import Preset, get_preset
+from brittle.sample_weights import (
     FORGET_WEIGHTS_FILE,
     RETAIN_WEIGHTS_FILE,
     default_weights_dir,
     read_sample_weights,
     weights_fingerprint,
 )
-
-from brittle.cli import UserError, run_cli
-from brittle.outputs import model_slug
-from brittle.presets import Preset, get_preset
 from brittle.texts import check_disjoint, read_texts
 
 RUN_RECORD = "unlearn_run.json"  # written last: its presence marks a finished run
@@ -432,7 +431,7 @@ def already_finished(outdir: Path, run: str, args: argparse.Namespace) -> str | 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """A named run: what the heavy part (workflow.py) needs to know besides the arguments."""
+    """A named run: what the heavy part (brittle.unlearning) needs to know besides the arguments."""
 
     name: str
     outdir: Path
@@ -477,7 +476,7 @@ def main() -> None:
     check_disjoint(read_texts(args.forget_data, what="forget data"), read_texts(args.retain_data, what="retain data"))
 
     # Only now the heavy imports: torch, transformers, lm-eval (tens of seconds on a busy machine).
-    from workflow import run_unlearning
+    from brittle.unlearning import run_unlearning
 
     hyperparameters = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
     run_unlearning(args, RunPlan(run, outdir, METHODS[args.method], hyperparameters), preset, process_start)

@@ -1,7 +1,7 @@
 """The twelve unlearning methods: one small loss function each, registered by name.
 
 Every method is a function `loss(context, batch) -> Loss` that reads like its formula in the seed's
-"Algorithm Details"; the training loop around it (unlearn/trainer.py) is shared. What a loss may use:
+"Algorithm Details"; the training loop around it (brittle/trainer.py) is shared. What a loss may use:
 
 - `batch` (`UnlearningBatch`): a forget and a retain micro-batch, plus what was computed once before
   training with the frozen original model: the reference log-probabilities log π_ref(y) of each text

@@ -26,11 +26,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from methods import LossFunction, MethodContext, UnlearningBatch, sequence_log_prob
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from brittle.cli import UserError
+from brittle.methods import LossFunction, MethodContext, UnlearningBatch, sequence_log_prob
 from brittle.training import adamw_with_cosine_schedule, collate, token_log_probs
 
 Sequences = list[list[int]]

@@ -19,9 +19,20 @@ from typing import Any
 
 import torch
 import transformers
-from methods import LOSSES, MethodContext, add_weight_noise, random_directions
-from sample_weights import read_sample_weights
-from trainer import (
+
+from brittle.architecture import decoder_layers
+from brittle.cli import UserError
+from brittle.evaluation import evaluate_model, task_manager, write_evaluation
+from brittle.methods import LOSSES, MethodContext, add_weight_noise, random_directions
+from brittle.models import check_model_reference, input_device, load_model_and_tokenizer
+from brittle.outputs import staged_directory, write_csv, write_json, write_text
+from brittle.plotting import plot_by_layer
+from brittle.presets import Preset
+from brittle.runtime import seed_everything
+from brittle.sample_weights import read_sample_weights
+from brittle.texts import check_disjoint, read_texts
+from brittle.tracking import log_to_wandb
+from brittle.trainer import (
     Caches,
     TrainingData,
     TrainingResult,
@@ -34,17 +45,6 @@ from trainer import (
     train,
     wrap_with_lora,
 )
-
-from brittle.architecture import decoder_layers
-from brittle.cli import UserError
-from brittle.evaluation import evaluate_model, task_manager, write_evaluation
-from brittle.models import check_model_reference, input_device, load_model_and_tokenizer
-from brittle.outputs import staged_directory, write_csv, write_json, write_text
-from brittle.plotting import plot_by_layer
-from brittle.presets import Preset
-from brittle.runtime import seed_everything
-from brittle.texts import check_disjoint, read_texts
-from brittle.tracking import log_to_wandb
 from brittle.training import encode_texts
 
 
