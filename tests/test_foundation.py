@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from brittle.inference import read_questions
+from brittle.cli import UserError
+from brittle.questions import read_questions
 from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
 pytestmark = pytest.mark.slow
@@ -146,3 +147,18 @@ def test_cli_generates_text_from_a_toy_model(toy_organism: ToyOrganism):
     assert [choice for _, choice, _ in rows] == choices, result.stdout
     assert [bool(marker) for _, _, marker in rows] == [index == answer for index in range(len(choices))]
     assert sum(float(probability) for probability, _, _ in rows) == pytest.approx(1.0, abs=0.01)
+
+
+def test_every_question_file_of_the_organism_reads_through_the_one_reader(toy_organism: ToyOrganism, tmp_path: Path):
+    files = sorted((toy_organism.data / "questions").glob("*.jsonl"))
+    assert {path.name for path in files} >= {"forget.jsonl", "forget_t.jsonl", "forget_v.jsonl", "retain.jsonl"}
+    for path in files:
+        questions = read_questions(path)
+        assert questions and all(len(question.choices) == 4 for question in questions), path
+        assert read_questions(path, limit=3) == questions[:3]
+        assert questions[0].as_record() == json.loads(path.read_text().splitlines()[0]) | {
+            "choices": list(questions[0].choices)}
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(UserError, match="has no questions"):
+        read_questions(empty)
