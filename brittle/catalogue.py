@@ -270,7 +270,8 @@ ACTIVATION_NEEDS = ("random_directions", "retain_activations")
 
 METHODS: dict[str, MethodCard] = {
     "ga_simple": card("loss", (), "pure gradient ascent on forget text",
-                      # No retain term: the step size alone decides how much of retain survives.
+                      # No retain term: the step size alone decides how much of retain survives. At the edge of
+                      # collapse on a fresh organism (docs/results.md): to be re-picked with margin.
                       toy={"lr": 2e-4, "epochs": 2}),
     "ga": card("loss", ("retain_weight",), "gradient ascent on forget + descent on retain",
                sweep=("retain_weight", ("1.0", "2.0", "5.0"))),
