@@ -160,7 +160,7 @@ def parse_arguments(argv: list[str] | None = None, environment: dict[str, str] |
         "runtime": parser.add_argument_group("runtime and outputs"),
     }
     for setting in SETTINGS:
-        variable = setting.environment_variable
+        variable = " or ".join(filter(None, (setting.environment_variable, *setting.aliases)))
         where = f"; {variable}" if variable else ""
         flags = [setting.flag, *setting.flag_aliases]
         if setting.kind is bool:
