@@ -9,7 +9,7 @@ the lenses (experiment/layerwise_wmdp_accuracy.py), the relearning attack and th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ class Question:
     question: str
     choices: tuple[str, ...]
     answer: int | None = None  # None when the right option is unknown (a question typed in the UI)
+    extra: dict[str, Any] = field(default_factory=dict)  # the record's other fields, e.g. the toy "entity"
 
     def as_record(self) -> dict[str, Any]:
-        """The JSONL record (what brittle.multiple_choice scores): {question, choices, answer}."""
-        return {"question": self.question, "choices": list(self.choices), "answer": self.answer}
+        """The JSONL record as read (what brittle.multiple_choice scores): question, choices, answer and the rest."""
+        return {"question": self.question, "choices": list(self.choices), "answer": self.answer, **self.extra}
 
 
 def read_questions(path: str | Path, limit: int | None = None) -> list[Question]:
@@ -48,7 +49,9 @@ def read_questions(path: str | Path, limit: int | None = None) -> list[Question]
             continue
         try:
             record = json.loads(line)
-            question = Question(str(record["question"]), tuple(map(str, record["choices"])), int(record["answer"]))
+            extra = {key: value for key, value in record.items() if key not in ("question", "choices", "answer")}
+            question = Question(str(record["question"]), tuple(map(str, record["choices"])), int(record["answer"]),
+                                extra)
         except (ValueError, KeyError, TypeError) as error:
             raise UserError(f"{path} line {number} is not a {{question, choices, answer}} record ({error})") from error
         if not 0 <= question.answer < len(question.choices):
