@@ -15,7 +15,7 @@ One forward pass records, for every real (non-padding) token, the `num_layers + 
 (index 0 = embeddings, index i = output of decoder layer i; the last one is already through the
 final norm, see `brittle.architecture`) and the input of every MLP (read by a forward pre-hook on its
 first projection). They are written layer by layer as `.npy` files (float32, or float16 with
-`--cache-fp16`, the seed's half-precision cache) and memory-mapped back one layer at a time, so a
+`--cache-fp16`, the model-diffs analysis tools' half-precision cache) and memory-mapped back one layer at a time, so a
 7B model's activations never have to fit in memory at once.
 
 The cache (`<output-root>/.activation_cache/` by default) keeps one slot per (model, split, text file,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from brittle.cli import UserError
-from brittle.outputs import write_json, write_text
+from brittle.outputs import model_step_dir, write_json, write_text
 
 MMLU_SUBJECTS = 57
 
@@ -146,3 +146,12 @@ def write_evaluation(folder: str | Path, model_name: str, summary: Mapping[str, 
         write_json(folder / "tasks" / f"{task}.json", {"model": model_name, "task": task, "metrics": metrics,
                                                        **(details or {})})
     write_text(folder / "high_level_summary.md", high_level_summary(model_name, summary, headline_tasks))
+
+
+def step0_accuracy(model: str, task: str, output_root: str | Path = "outputs") -> float | None:
+    """The model's `acc` on `task` from Step 0's `<output root>/<model>/evals/summary.json` (written by
+    `write_evaluation`), or None when Step 0 has not run for it or the task has no accuracy."""
+    summary = model_step_dir(model, "evals", output_root) / "summary.json"
+    if not summary.exists():
+        return None
+    return json.loads(summary.read_text()).get(task, {}).get("acc")

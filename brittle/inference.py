@@ -15,7 +15,6 @@ likelihoods over the options (a softmax of the log-likelihoods) gives the probab
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorS
 from brittle.cli import UserError
 from brittle.models import input_device
 from brittle.multiple_choice import choice_log_likelihoods, choice_probabilities
+from brittle.questions import Question
+from brittle.questions import read_questions as read_questions  # the inference tools' reader, re-exported
 from brittle.runtime import seed_everything
 
 MODEL_FOLDERS = ("models", "unlearned_models")  # where local models live, relative to the working directory
@@ -106,13 +107,8 @@ def generate_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
 
 # --- multiple choice, scored as lm-eval scores it -----------------------------------------------
 
-@dataclass(frozen=True)
-class MultipleChoiceQuestion:
-    """One record of the toolkit's question JSONL: the prompt, its options, the correct index."""
-
-    question: str
-    choices: tuple[str, ...]
-    answer: int | None = None  # None when the right option is unknown (a question typed in the UI)
+# One question type and reader for the toolkit (brittle.questions); the old name stays for callers.
+MultipleChoiceQuestion = Question
 
 
 @dataclass(frozen=True)
@@ -148,28 +144,6 @@ def check_choices(choices: Sequence[str]) -> None:
     repeated = sorted({choice for choice in choices if list(choices).count(choice) > 1})
     if repeated:
         raise UserError(f"option(s) given more than once: {', '.join(repeated)}")
-
-
-def read_questions(path: str | Path) -> list[MultipleChoiceQuestion]:
-    """The questions of a JSONL file of {question, choices, answer} records, checked line by line."""
-    questions = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise UserError(f"cannot read questions from {path}: {error.strerror}") from error
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            question = MultipleChoiceQuestion(record["question"], tuple(record["choices"]), int(record["answer"]))
-        except (ValueError, KeyError, TypeError) as error:
-            raise UserError(f"{path} line {number} is not a {{question, choices, answer}} record ({error})") from error
-        if not 0 <= question.answer < len(question.choices):
-            raise UserError(f"{path} line {number}: answer {question.answer} is not the index of one of its "
-                            f"{len(question.choices)} choices")
-        questions.append(question)
-    return questions
 
 
 # --- finding things to run ----------------------------------------------------------------------

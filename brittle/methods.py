@@ -1,7 +1,7 @@
-"""The twelve unlearning methods: one small loss function each, registered by name.
+"""The thirteen unlearning methods: one small loss function each, registered by name.
 
-Every method is a function `loss(context, batch) -> Loss` that reads like its formula in the seed's
-"Algorithm Details"; the training loop around it (brittle/trainer.py) is shared. What a loss may use:
+Every method is a function `loss(context, batch) -> Loss` that reads like its formula in the deep-ignorance
+study's "Algorithm Details"; the training loop around it (brittle/trainer.py) is shared. What a loss may use:
 
 - `batch` (`UnlearningBatch`): a forget and a retain micro-batch, plus what was computed once before
   training with the frozen original model: the reference log-probabilities log π_ref(y) of each text
@@ -102,7 +102,7 @@ class MethodContext:
     def adversarial_perturbation(self, batch: TextBatch) -> Tensor:
         """δ* ≈ argmin_{‖δ‖∞ ≤ ε} NLL_forget(θ, δ): PGD that helps the model *recall* the forget text.
 
-        `--lat-steps` steps of δ ← clip(δ − ε·sign(∇_δ NLL), −ε, ε) from δ = 0 (seed 002's update).
+        `--lat-steps` steps of δ ← clip(δ − ε·sign(∇_δ NLL), −ε, ε) from δ = 0 (the model-diffs analysis tools' update).
         Gradients flow only into δ (`torch.autograd.grad`), never into the model's parameters.
         """
         epsilon, layer = self.settings.lat_eps, self.layers[self.perturbation_layer]
@@ -253,7 +253,7 @@ def pair_weights(batch: UnlearningBatch, pairs: int) -> Tensor | None:
 
 @register("rapidun")
 def influence_weighted_gradient_difference(context: MethodContext, batch: UnlearningBatch) -> Loss:
-    """RapidUn (seed 003): weighted ascent on forget + weighted descent on retain, trained through LoRA.
+    """RapidUn: influence-weighted ascent on forget + weighted descent on retain, trained through LoRA.
 
     L = −a · NLL_forget^w + b · NLL_retain^w,   NLL^w = Σ_i w_i Σ_t nll_it / Σ_i T_i
     with a = --ascent-alpha, b = --descent-beta and per-text weights w_i from RapidIn-style influence

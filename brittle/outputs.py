@@ -1,6 +1,6 @@
 """Where results go, how they are written, and when a step may skip itself.
 
-Layout (the seed's "Output Structure"):
+Layout (the deep-ignorance study's "Output Structure"):
 
     <output_root>/<model>/<step>/                  per-model steps (0, 5, 6)
     <output_root>/<model_a>__to__<model_b>/<step>/  pairwise steps (1-4, 7-12)
@@ -41,7 +41,7 @@ def model_slug(model: str) -> str:
     """A folder-safe name for a model: a local folder's own name, or a hub id with '/' -> '_'.
 
     `models/toy-base-s42` -> `toy-base-s42`; `EleutherAI/deep-ignorance-unfiltered` ->
-    `EleutherAI_deep-ignorance-unfiltered` (the seed's naming for unlearned models).
+    `EleutherAI_deep-ignorance-unfiltered` (the deep-ignorance study's naming for unlearned models).
     """
     path = Path(model).expanduser()
     if path.exists():

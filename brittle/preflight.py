@@ -2,25 +2,13 @@
 
 Unlearning and the relearning attack only mean something for a base model that knows what is to be
 removed. The check compares base's forget accuracy with a threshold (`BASELINE_MIN_FORGET_ACC`; 0
-disables it). The accuracy comes from Step 0 when that has run (no model load), otherwise the caller
-measures it (experiment/relearn_attack.py --check-baseline-only).
+disables it). The accuracy comes from Step 0 when that has run (`brittle.evaluation.step0_accuracy`, no
+model load), otherwise the caller measures it (experiment/relearn_attack.py --check-baseline-only).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from brittle.cli import UserError
-from brittle.outputs import model_step_dir
-
-
-def step0_forget_accuracy(base: str, forget_task: str, output_root: str | Path) -> float | None:
-    """Base's `acc` on the forget task from Step 0's summary.json, or None when Step 0 has not run."""
-    summary = model_step_dir(base, "evals", output_root) / "summary.json"
-    if not summary.exists():
-        return None
-    return json.loads(summary.read_text()).get(forget_task, {}).get("acc")
 
 
 def check_forget_baseline(base: str, accuracy: float, minimum: float, source: str) -> None:

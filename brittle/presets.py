@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from brittle.catalogue import toy_unlearn_defaults
 from brittle.cli import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -49,28 +50,10 @@ class Preset:
     relearn_epochs: int
     relearn_batch_size: int
     baseline_min_forget_acc: float  # pre-flight: base must know the forget facts at least this well
-    # Unlearning defaults that differ from the seed's, by method ("all": every method), keyed by
-    # unlearn/unlearn.py's flag names with underscores, e.g. {"all": {"max_length": 64}, "ga": {"lr": 3e-4}}.
+    # Unlearning defaults that differ from the real ones, by method ("all": every method), keyed by
+    # unlearn/unlearn.py's flag names with underscores, e.g. {"all": {"max_length": 64}, "ga": {"lr": 3e-4}};
+    # the toy preset's come from the method cards (brittle/catalogue.py).
     unlearn_defaults: dict[str, dict[str, float | int | str]] = field(default_factory=dict)
-
-
-# The organism's unlearning defaults (4 layers of width 128, texts of ~15 tokens): the seed's layers 5-7
-# do not exist and its learning rate of 1e-5 barely moves a model this small. One CPU thread: a model
-# this small gains nothing from more, and on a shared CPU extra threads make each step ~8x slower.
-# Found by sweeping learning rate and each method's key hyperparameter on models/toy-base-s42 (README,
-# "Unlearning"): every method reaches forget MCQ <= 0.45 with retain MCQ >= 0.75 in about a minute on CPU.
-# The seed's alpha = 100 makes the retain anchor of rmu/cb/cb_lat so strong that nothing is forgotten here.
-TOY_UNLEARN_DEFAULTS: dict[str, dict[str, float | int | str]] = {
-    "all": {"layer_id": "1,2", "max_length": 64, "lr": 1e-3, "eval_interval": 20, "threads": 1},
-    "ga_simple": {"lr": 2e-4, "epochs": 2},  # no retain term: any faster and retain collapses too
-    "npo": {"lr": 2e-3},
-    "rmu": {"lr": 3e-3, "alpha": 1.0},
-    "cb": {"lr": 2e-3, "alpha": 1.0},
-    "cb_lat": {"lr": 2e-3, "alpha": 1.0},
-    "wt_dist": {"wt_noise_std": 0.1, "epochs": 2},  # 0.02 is too little noise for weights of this scale
-    "wt_dist_reg": {"wt_reg_lambda": 0.03},
-    "rapidun": {"lr": 1e-3, "batch_size": 4},  # LoRA on a tiny model needs a larger step; 4 forget + 12 retain
-}
 
 
 def toy_model_path(role: str, seed: int) -> str:
@@ -103,7 +86,7 @@ def toy_preset(seed: int) -> Preset:
         relearn_epochs=3,
         relearn_batch_size=16,
         baseline_min_forget_acc=0.8,
-        unlearn_defaults=TOY_UNLEARN_DEFAULTS,
+        unlearn_defaults=toy_unlearn_defaults(),
     )
 
 

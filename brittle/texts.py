@@ -29,7 +29,7 @@ def read_texts(path: str | Path, max_samples: int | None = None, what: str = "te
 
 
 def check_disjoint(forget_texts: list[str], retain_texts: list[str]) -> None:
-    """Refuse forget and retain sets that share a line (data leakage, seed 002)."""
+    """Refuse forget and retain sets that share a line (data leakage; the model-diffs analysis tools' rule)."""
     overlap = set(forget_texts) & set(retain_texts)
     if overlap:
         example = min(overlap)

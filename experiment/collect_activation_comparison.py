@@ -21,7 +21,7 @@ Similar norms for A and B with a large ‖Δh‖ mean the intervention changed *
 large ‖Δh‖ on forget text with small ‖Δh‖ on retain text is a targeted change.
 
 Writes `outputs/<a>__to__<b>/activation_comparison/activation_comparison.csv` (one row per layer and
-split, the columns of the seed's Appendix A) and `summary.json`, and
+split, the deep-ignorance study's columns) and `summary.json`, and
 `outputs/<a>__to__<b>/activation_plots/` (`activation_norms_<split>.png`, `activation_diffs.png`).
 
     uv run experiment/collect_activation_comparison.py --model-a models/toy-base-s42 \\

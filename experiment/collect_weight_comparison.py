@@ -20,7 +20,7 @@ For every weight matrix W of model A (the reference) and ΔW = W_B − W_A:
 
 Outputs (`outputs/<model_a>__to__<model_b>/`):
 
-    weight_comparison/per_matrix.csv        one row per weight matrix (seed Appendix A)
+    weight_comparison/per_matrix.csv        one row per weight matrix (the deep-ignorance study's columns)
     weight_comparison/per_layer.csv         per (layer, group): root-sum-square norms, max spectral, mean ranks
     weight_comparison/per_component.csv     per (layer, component): q, k, v (fused q/k/v weights split),
                                             attn_out, mlp_expand, mlp_gate, mlp_contract, embed, unembed
@@ -100,7 +100,7 @@ def parse_arguments() -> argparse.Namespace:
 
 def matrix_statistics(weight: Tensor, delta: Tensor, seed: int, power_iterations: int,
                       empirical: bool) -> dict[str, float | int]:
-    """The seed's table for one matrix W (out × in) and its update ΔW."""
+    """The deep-ignorance study's table for one matrix W (out × in) and its update ΔW."""
     delta_fro, weight_fro = frobenius_norm(delta), frobenius_norm(weight)
     delta_spectral = spectral_norm(delta, max_iterations=power_iterations, seed=seed)
     weight_spectral = spectral_norm(weight, max_iterations=power_iterations, seed=seed)
@@ -257,7 +257,7 @@ def main() -> None:
         del pair, delta  # before the next pair is read: two matrices in memory, not four
 
     vectors = vector_totals(checkpoint_a, checkpoint_b, device, dtype)
-    per_layer = aggregate(per_matrix, ("layer", "group"), args.empirical_rank)  # the seed's per_layer.csv
+    per_layer = aggregate(per_matrix, ("layer", "group"), args.empirical_rank)  # the study's per_layer.csv
     per_coarse_layer = aggregate(per_matrix, ("layer",), args.empirical_rank)  # all of a layer's matrices
     empirical_columns = EMPIRICAL_COLUMNS if args.empirical_rank else []
     aggregate_columns = [*AGGREGATE_COLUMNS, *(["mean_dW_empirical_rank"] if args.empirical_rank else []), "count_mats"]

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -68,6 +67,7 @@ from brittle.activations import (
 )
 from brittle.architecture import final_norm
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.evaluation import step0_accuracy
 from brittle.models import check_model_reference
 from brittle.multiple_choice import (
     EncodedChoice,
@@ -75,9 +75,10 @@ from brittle.multiple_choice import (
     continuation_log_likelihoods,
     encode_questions,
 )
-from brittle.outputs import model_step_dir, read_jsonl, skip_if_complete, staged_directory, write_csv, write_json
+from brittle.outputs import model_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.presets import get_preset
+from brittle.questions import read_questions
 from brittle.runtime import resolve_device, seed_everything
 
 COLUMNS = ["layer", "accuracy", "delta_from_final", "heldout_kl", "num_questions"]
@@ -91,21 +92,6 @@ TUNED_LENS_BATCH_TOKENS = {"real": 4096, "toy": 512}  # tuned-lens itself uses 2
 # ---------------------------------------------------------------------------------------------
 # Questions: the (question, choice) pairs lm-eval scores, and the one forward pass they need
 # ---------------------------------------------------------------------------------------------
-
-def read_questions(path: Path, limit: int | None) -> list[dict]:
-    """Multiple-choice questions (JSONL: question, choices, answer), refusing a missing or malformed file."""
-    if not path.is_file():
-        raise UserError(f"question file {path} does not exist; create it with `uv run create_datasets.py` "
-                        "(add `--preset toy` for the toy organism)")
-    questions = read_jsonl(path)[:limit]
-    if not questions:
-        raise UserError(f"question file {path} has no questions")
-    for number, question in enumerate(questions, start=1):
-        if not {"question", "choices", "answer"} <= question.keys() or not 0 <= question["answer"] < len(
-                question["choices"]):
-            raise UserError(f"question {number} of {path} needs `question`, `choices` and a valid `answer` index")
-    return questions
-
 
 def context_window(model_config) -> int:
     """The longest input lm-eval feeds this model (its configured context length, else 2048)."""
@@ -291,14 +277,6 @@ def layer_choice_scores(lens: Lens, layer: int, activations: SplitActivations, p
 # The script
 # ---------------------------------------------------------------------------------------------
 
-def step0_accuracy(model: str, output_root: str, task: str) -> float | None:
-    """The model's Step 0 accuracy on the forget task, when Step 0 has run."""
-    summary = model_step_dir(model, "evals", output_root) / "summary.json"
-    if not summary.exists():
-        return None
-    return json.loads(summary.read_text()).get(task, {}).get("acc")
-
-
 def write_lens_results(folder: Path, lens_name: str, rows: list[dict], summary: dict, model: str) -> None:
     """wmdp_lens_results.csv, summary.json and layerwise_accuracy.png of one lens."""
     write_csv(folder / "wmdp_lens_results.csv", rows, COLUMNS)
@@ -347,7 +325,7 @@ def main() -> None:
         raise UserError(f"--max-questions must be at least 1, got {args.max_questions}")
     preset = get_preset(args.preset, args.seed)
     questions_path = Path(args.questions or preset.forget_questions)
-    questions = read_questions(questions_path, args.max_questions)
+    questions = [question.as_record() for question in read_questions(questions_path, args.max_questions)]
     retain_path = Path(args.retain_text or preset.retain_text)
     retain_texts = read_split_texts({"retain": retain_path}, args.max_samples)["retain"]
     if len(retain_texts) < 2:
@@ -387,7 +365,7 @@ def main() -> None:
         details = run_details(args, store)
         print(store.summary())
 
-    reference = step0_accuracy(args.model, args.output_root, preset.forget_task)
+    reference = step0_accuracy(args.model, preset.forget_task, args.output_root)
     for lens_name, rows in results.items():
         best = max(rows, key=lambda row: row["accuracy"])
         summary = {

@@ -33,8 +33,9 @@ import sys
 from pathlib import Path
 
 from brittle.cli import run_cli
+from brittle.evaluation import step0_accuracy
 from brittle.outputs import comparison_name, comparison_step_dir, model_slug, model_step_dir
-from brittle.preflight import check_forget_baseline, step0_forget_accuracy
+from brittle.preflight import check_forget_baseline
 from brittle.presets import get_preset
 
 STEP_0_MISSING = 3  # exit status of `preflight` when it cannot answer without measuring
@@ -97,7 +98,7 @@ def main() -> None:
         if args.threshold <= 0:
             print("pre-flight: disabled (BASELINE_MIN_FORGET_ACC=0)")
             return
-        accuracy = step0_forget_accuracy(args.model, args.task, args.output_root)
+        accuracy = step0_accuracy(args.model, args.task, args.output_root)
         if accuracy is None:
             sys.exit(STEP_0_MISSING)
         check_forget_baseline(args.model, accuracy, args.threshold, f"Step 0 {args.task}")

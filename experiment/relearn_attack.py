@@ -49,21 +49,22 @@ import torch
 from tqdm import tqdm
 
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
+from brittle.evaluation import step0_accuracy
 from brittle.models import check_model_reference, load_model_and_tokenizer
 from brittle.multiple_choice import multiple_choice_accuracy
 from brittle.outputs import (
     comparison_step_dir,
     model_step_dir,
     read_csv,
-    read_jsonl,
     skip_if_complete,
     staged_directory,
     write_csv,
     write_json,
 )
 from brittle.plotting import figure_and_axes, save_figure
-from brittle.preflight import check_forget_baseline, step0_forget_accuracy
+from brittle.preflight import check_forget_baseline
 from brittle.presets import get_preset
+from brittle.questions import read_questions as read_question_file
 from brittle.runtime import seed_everything
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
 
@@ -96,14 +97,11 @@ def answer_texts(questions: list[dict[str, Any]]) -> list[str]:
 
 
 def read_questions(path: str | Path, half: str) -> list[dict[str, Any]]:
-    """The questions of one half (T or V), refusing a missing or empty file."""
-    if not Path(path).is_file():
-        raise UserError(f"the {half} questions file {path} does not exist; create it with "
-                        "`uv run create_datasets.py` (add `--preset toy` for the organism)")
-    questions = read_jsonl(path)
-    if not questions:
-        raise UserError(f"the {half} split {path} has no questions; the attack needs both T and V")
-    return questions
+    """The questions of one half (T or V) as records; brittle.questions checks the file line by line."""
+    try:
+        return [question.as_record() for question in read_question_file(path)]
+    except UserError as error:
+        raise UserError(f"the {half} split (the attack needs both T and V): {error}") from None
 
 
 def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[dict],
@@ -214,7 +212,7 @@ def check_baseline(base: str, questions: list[dict[str, Any]], minimum: float, a
     if minimum <= 0:
         print(f"pre-flight: check disabled (threshold {minimum})")
         return
-    accuracy = step0_forget_accuracy(base, args.forget_task, args.output_root)
+    accuracy = step0_accuracy(base, args.forget_task, args.output_root)
     if accuracy is not None:
         check_forget_baseline(base, accuracy, minimum, f"Step 0's {args.forget_task}")
         return

@@ -8,7 +8,7 @@
 """The last pipeline step: one self-contained HTML page of every comparison's mechanistic signature.
 
 It reads only what the steps wrote (CSV and JSON under the output root), never a model, and puts the
-comparisons side by side, one row per question of the seed's "Big Picture" table plus the relearning
+comparisons side by side, one row per question of the deep-ignorance study's "Big Picture" table plus the relearning
 attack (Step 13). A number that cannot be read says so in its cell and in the "Missing" list at the
 end, naming the step that writes it; the page is still written.
 
@@ -210,7 +210,7 @@ class Row:
 
 
 def big_picture_rows(forget_task: str, retain_task: str) -> list[Row]:
-    """The seed's Big Picture table, level by level, plus Step 13."""
+    """The deep-ignorance study's Big Picture table, level by level, plus Step 13."""
     weights, activations = "weight_comparison", "activation_comparison/activation_comparison.csv"
     return [
         Row("Capabilities", "Does the model still work at all?", "0",

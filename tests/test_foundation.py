@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from brittle.inference import read_questions
+from brittle.cli import UserError
+from brittle.evaluation import step0_accuracy, write_evaluation
+from brittle.outputs import model_step_dir
+from brittle.questions import read_questions
 from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
 pytestmark = pytest.mark.slow
@@ -146,3 +149,29 @@ def test_cli_generates_text_from_a_toy_model(toy_organism: ToyOrganism):
     assert [choice for _, choice, _ in rows] == choices, result.stdout
     assert [bool(marker) for _, _, marker in rows] == [index == answer for index in range(len(choices))]
     assert sum(float(probability) for probability, _, _ in rows) == pytest.approx(1.0, abs=0.01)
+
+
+def test_every_question_file_of_the_organism_reads_through_the_one_reader(toy_organism: ToyOrganism, tmp_path: Path):
+    files = sorted((toy_organism.data / "questions").glob("*.jsonl"))
+    assert {path.name for path in files} >= {"forget.jsonl", "forget_t.jsonl", "forget_v.jsonl", "retain.jsonl"}
+    for path in files:
+        questions = read_questions(path)
+        assert questions and all(len(question.choices) == 4 for question in questions), path
+        assert read_questions(path, limit=3) == questions[:3]
+        # Every field survives, e.g. the entity the relearning attack uses to keep T and V apart.
+        assert questions[0].as_record() == json.loads(path.read_text().splitlines()[0])
+        assert "entity" in questions[0].extra
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(UserError, match="has no questions"):
+        read_questions(empty)
+
+
+def test_step0_accuracy_reads_what_step0_writes(tmp_path: Path):
+    model = "models/toy-base-s42"
+    assert step0_accuracy(model, "toy_forget_mcq", tmp_path) is None  # Step 0 has not run
+    write_evaluation(model_step_dir(model, "evals", tmp_path), model,
+                     {"toy_forget_mcq": {"acc": 0.975, "acc_stderr": 0.01}, "wikitext": {"word_perplexity": 9.0}},
+                     ["toy_forget_mcq"])
+    assert step0_accuracy(model, "toy_forget_mcq", tmp_path) == 0.975
+    assert step0_accuracy(model, "wikitext", tmp_path) is None and step0_accuracy(model, "mmlu", tmp_path) is None

@@ -20,7 +20,7 @@ from conftest import REPO_ROOT, ToyOrganism, last_line
 pytestmark = pytest.mark.slow
 
 PARAMETER_STEPS = "weight_comparison mlp_attn_analysis null_space_analysis mlp_nullspace"
-SEED_LAYOUT = {  # the seed's "Output Structure" for these steps
+SEED_LAYOUT = {  # the deep-ignorance study's "Output Structure" for these steps
     "weight_comparison": {"per_matrix.csv", "per_component.csv", "per_layer.csv", "per_coarse_layer.csv"},
     "param_plots": {"layer_locality.png", "stable_rank.png", "rank_comparison.png", "spectral_norm.png"},
     "mlp_attn_analysis": {"mlp_attn_summary.csv", "mlp_attn_ratio.png"},

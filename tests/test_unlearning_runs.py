@@ -115,6 +115,15 @@ def test_print_outdir_prints_only_the_folder(ga_run: FinishedRun, toy_organism: 
     assert not (tmp_path / "unlearned_models").exists() and not (tmp_path / "data").exists()
 
 
+def test_unlearn_py_reads_the_settings_variables_and_names_a_misspelt_one(tmp_path: Path):
+    (tmp_path / "models" / "toy-base-s42").mkdir(parents=True)  # naming loads nothing: a bare folder will do
+    result = succeeded(run_unlearn(tmp_path, "ga", PRINT_OUTDIR="1", LR="5e-4", GRAD_ACCUM_STEPS="2",
+                                   RETAIN_WIEGHT="2"))
+    assert result.stdout == "unlearned_models/toy-base-s42__ga__ep1_lr5e-04_bs4_rw1.0_acc2\n"
+    assert "note: RETAIN_WIEGHT is not a setting of unlearn.py and is ignored; did you mean RETAIN_WEIGHT?" \
+        in result.stderr
+
+
 def test_lora_run_without_saving_keeps_results_but_not_weights(toy_organism: ToyOrganism, tmp_path: Path):
     succeeded(run_unlearn(toy_organism.workspace, "grad_diff", tmp_path, LORA_RANK="8", MAX_STEPS="15",
                           NO_SAVE="1"))

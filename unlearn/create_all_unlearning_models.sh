@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Make all twelve unlearned models with the preset's default hyperparameters (weights kept).
+# Make the default set of unlearned models (`uv run unlearn/unlearn.py --list-methods`: the deep-ignorance
+# study's twelve) with the preset's default hyperparameters (weights kept).
 #
 #   ./unlearn/create_all_unlearning_models.sh                 # real preset (GPUs)
 #   PRESET=toy ./unlearn/create_all_unlearning_models.sh      # the toy organism (CPU, minutes)
 #   ./unlearn/parallel_sweep.sh ./unlearn/create_all_unlearning_models.sh
 #
-# Settings: METHODS (default all twelve); every run_unlearn.sh variable passes through (PRESET, SEED,
+# Settings: METHODS (default: the default set; `--list-methods all` adds rapidun); every run_unlearn.sh variable passes through (PRESET, SEED,
 # BASE, NO_EVAL, ...). Finished models are skipped. Each run goes through
 # "${RUN_UNLEARN:-./unlearn/run_unlearn.sh}" (parallel_sweep.sh replaces it with its dispatcher).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_UNLEARN=${RUN_UNLEARN:-$REPO/unlearn/run_unlearn.sh}
-METHODS=${METHODS:-"ga_simple ga grad_diff dpo npo simnpo rmu cb lat cb_lat wt_dist wt_dist_reg"}
+METHODS=${METHODS:-$(uv run --quiet "$REPO/unlearn/unlearn.py" --list-methods)}
 
 timings=()
 failures=()

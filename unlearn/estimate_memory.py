@@ -16,7 +16,7 @@ with grouped key/value heads, plain or gated MLP), and training needs about
 
     parameters x bytes per value (2: bf16) x 4.5   (weights, gradients, Adam's two moments, activations)
 
-which is the seed's rule of thumb. parallel_sweep.sh uses it to choose how many GPUs each job gets.
+which is the deep-ignorance study's rule of thumb. parallel_sweep.sh uses it to choose how many GPUs each job gets.
 Prints the estimate in MiB on stdout (one integer) and a readable line on stderr.
 """
 

@@ -5,7 +5,7 @@
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }
 # ///
-"""Per-text weights for influence-weighted unlearning (seed 003: RapidIn -> RapidUn).
+"""Per-text weights for influence-weighted unlearning (RapidIn influence estimates -> RapidUn weights).
 
     uv run unlearn/influence_weights.py --preset toy                 # the organism's forget/retain texts
     uv run unlearn/influence_weights.py --model M --forget-data F --retain-data R --proj-dim 8192
@@ -30,7 +30,7 @@
    so forget texts that are typical of the forget set (FF) but unlike any retain text (FR) are ascended
    hardest, forget texts whose gradient also serves retain texts are ascended gently (ascending them
    would damage retain knowledge), and retain texts whose gradient resembles the forget texts' (RF) -
-   the ones the ascent endangers - are held hardest. Defaults: seed 003's mapping settings.
+   the ones the ascent endangers - are held hardest. Defaults: RapidUn's mapping settings.
 
 Writes <forget data folder>/influence_weights/<model>/ (or --outdir): forget_weights.jsonl and
 retain_weights.jsonl (one {"index", "weight"} per text, in file order; unlearn.py --forget-weights /
@@ -152,7 +152,7 @@ def compressed_gradients(model: nn.Module, parameters: dict[str, nn.Parameter], 
 
 @dataclass(frozen=True)
 class Mapping:
-    """How influence scores become weights (seed 003's `rapidin` mapping settings)."""
+    """How influence scores become weights (RapidUn's `rapidin` mapping settings)."""
 
     map_topk: int = 40
     alpha: float = 1.0  # forget: + typical of the forget set (FF)
@@ -279,7 +279,7 @@ def parse_arguments() -> argparse.Namespace:
                            help="'lora' (a fresh seeded adapter, default), 'all', or a regex over parameter names")
     gradients.add_argument("--lora-rank", type=int, default=16, help="rank of the gradient adapter (default 16)")
     gradients.add_argument("--proj-dim", type=int, default=4096, help="CountSketch dimension (default 4096)")
-    mapping = parser.add_argument_group("mapping influences to weights (seed 003's defaults)")
+    mapping = parser.add_argument_group("mapping influences to weights (RapidUn's defaults)")
     for field, value in asdict(Mapping()).items():
         if field == "similarity":
             mapping.add_argument("--similarity", default=value, choices=["cosine", "dot"],

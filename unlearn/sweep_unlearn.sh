@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# A hyperparameter grid over all twelve methods: learning rates x each method's key hyperparameter
-# (the seed's tuning guide). NO_SAVE=1 by default: every configuration is trained and evaluated, and
-# only its results are kept (unlearned_models/<run>/evals, unlearn_run.json), not the weights.
+# A hyperparameter grid over the default methods: learning rates x each method's key hyperparameter (the
+# grids are on the method cards, brittle/catalogue.py). NO_SAVE=1 by default: every configuration is trained
+# and evaluated, and only its results are kept (unlearned_models/<run>/evals, unlearn_run.json), not the weights.
 #
 #   ./unlearn/sweep_unlearn.sh                                   # real preset: 102 configurations
 #   PRESET=toy ./unlearn/sweep_unlearn.sh                        # the toy organism's grid
 #   ./unlearn/parallel_sweep.sh ./unlearn/sweep_unlearn.sh       # the same, fanned out over GPU groups
 #   METHODS="npo cb_lat" LRS="5e-6 1e-5" ./unlearn/sweep_unlearn.sh
+#   uv run unlearn/unlearn.py --sweep-grid npo --preset toy      # one method's grid, as this script runs it
 #   uv run unlearn/analysis/analyze_runs.py                      # then rank the finished runs
 #
 # Settings (environment variables): PRESET, SEED, BASE and every run_unlearn.sh variable pass through.
-#   METHODS   methods to sweep (default: the seed's twelve; rapidun is also known)
-#   LRS       learning rates (default: real 5e-6 1e-5 3e-5; toy 3e-4 1e-3 3e-3)
+#   METHODS   methods to sweep (default: `uv run unlearn/unlearn.py --list-methods`; rapidun is also known)
+#   LRS       learning rates (default: the catalogue's for the preset)
 #   GRID_<METHOD>   override one method's grid, e.g. GRID_npo="BETA=0.05 0.2" or GRID_ga_simple=""
 #   NO_SAVE   default 1 (set NO_SAVE=0 to keep every model's weights)
 #
@@ -24,39 +25,8 @@ RUN_UNLEARN=${RUN_UNLEARN:-$REPO/unlearn/run_unlearn.sh}
 
 export PRESET=${PRESET:-real}
 export NO_SAVE=${NO_SAVE:-1}
-METHODS=${METHODS:-"ga_simple ga grad_diff dpo npo simnpo rmu cb lat cb_lat wt_dist wt_dist_reg"}
-case $PRESET in
-    toy) LRS=${LRS:-"3e-4 1e-3 3e-3"} ;;
-    *) LRS=${LRS:-"5e-6 1e-5 3e-5"} ;;
-esac
-
-# Each method's key hyperparameter and its values ("" = learning rate only). What to turn when a
-# method collapses or does not unlearn enough: the seed's "Hyperparameter Defaults & Tuning Guide".
-declare -A GRID=(
-    [ga_simple]=""
-    [ga]="RETAIN_WEIGHT=1.0 2.0 5.0"
-    [grad_diff]="FORGET_WEIGHT=0.5 1.0 2.0"
-    [dpo]="BETA=0.05 0.1 0.5"
-    [npo]="BETA=0.05 0.1 0.5"
-    [simnpo]="BETA=0.05 0.1 0.5"
-    [rmu]="ALPHA=10.0 100.0 1000.0"
-    [cb]="ALPHA=10.0 100.0 1000.0"
-    [lat]="LAT_EPS=0.05 0.1 0.5"
-    [cb_lat]="ALPHA=10.0 100.0 1000.0"
-    [wt_dist]="WT_NOISE_STD=0.01 0.02 0.05"
-    [wt_dist_reg]="WT_REG_LAMBDA=0.01 0.1 1.0"
-    [rapidun]="DESCENT_BETA=0.5 1.0 2.0"  # not in the default METHODS: METHODS="rapidun" ./unlearn/sweep_unlearn.sh
-)
-
-# The organism's own scales (brittle/presets.py): alpha = 100 anchors a 4-layer model so hard that nothing
-# is forgotten, and its weights need more noise than 0.02 to lose anything.
-if [[ $PRESET == toy ]]; then
-    GRID[rmu]="ALPHA=0.3 1.0 3.0"
-    GRID[cb]="ALPHA=0.3 1.0 3.0"
-    GRID[cb_lat]="ALPHA=0.3 1.0 3.0"
-    GRID[wt_dist]="WT_NOISE_STD=0.05 0.1 0.2"
-    GRID[wt_dist_reg]="WT_REG_LAMBDA=0.01 0.03 0.1"
-fi
+catalogue() { uv run --quiet "$REPO/unlearn/unlearn.py" --preset "$PRESET" "$@"; }
+METHODS=${METHODS:-$(catalogue --list-methods)}
 
 configurations=0
 failures=()
@@ -72,13 +42,13 @@ run() {
 }
 
 for method in $METHODS; do
-    if [[ -z ${GRID[$method]+set} ]]; then
-        echo "error: unknown method '$method' in METHODS; choose from: ${!GRID[*]}" >&2
-        exit 2
-    fi
+    # The catalogue's grid: "LR=<rates>" and, for most methods, one "VARIABLE=<values>" line.
+    grid_lines=$(catalogue --sweep-grid "$method") || exit 2  # an unknown method is its one-line error
+    lr_line=$(head -n 1 <<<"$grid_lines")
+    grid=$(tail -n +2 <<<"$grid_lines")
     override=GRID_$method
-    grid=${!override-${GRID[$method]}}
-    for lr in $LRS; do
+    grid=${!override-$grid}
+    for lr in ${LRS:-${lr_line#LR=}}; do
         if [[ -z $grid ]]; then
             run "$method" "LR=$lr"
             continue

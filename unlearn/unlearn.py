@@ -5,32 +5,23 @@
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }
 # ///
-"""Make an unlearned model: base model + one of twelve unlearning methods, then Step 0 evaluation.
+"""Make an unlearned model: base model + one of thirteen unlearning methods, then Step 0 evaluation.
 
-    uv run unlearn/unlearn.py --method cb_lat                          # real preset, seed defaults
+    uv run unlearn/unlearn.py --method cb_lat                          # real preset, its defaults
     uv run unlearn/unlearn.py --method npo --preset toy --lr 3e-4       # the toy organism
-    ./unlearn/run_unlearn.sh npo                                        # the same, driven by env vars
+    LR=3e-4 PRESET=toy uv run unlearn/unlearn.py --method npo           # the same: every flag has a variable
+    ./unlearn/run_unlearn.sh npo                                        # the same, plus the organism if missing
+    uv run unlearn/unlearn.py --list-methods table                      # the methods (docs/unlearning.md)
+    uv run unlearn/unlearn.py --sweep-grid npo --preset toy             # the grid sweep_unlearn.sh runs
 
-| method        | kind             | key hyperparameters                          | needs                          |
-|---------------|------------------|----------------------------------------------|--------------------------------|
-| `ga_simple`   | loss             | -                                            | forget text                    |
-| `ga`          | loss             | --retain-weight                              | forget + retain text           |
-| `grad_diff`   | loss             | --forget-weight                              | forget + retain text           |
-| `dpo`         | loss             | --beta                                       | reference log-probs (cached)   |
-| `npo`         | loss             | --beta, --retain-weight                      | reference log-probs (cached)   |
-| `simnpo`      | loss             | --beta, --retain-weight                      | -                              |
-| `rmu`         | activation space | --alpha, --steering-coeff, --layer-id        | retain activations (cached)    |
-| `cb`          | activation space | --alpha, --steering-coeff, --layer-id        | retain activations (cached)    |
-| `lat`         | activation space | --retain-weight, --lat-eps, --lat-steps, --layer-id | PGD adversary            |
-| `cb_lat`      | activation space | --alpha, --steering-coeff, --lat-eps, --lat-steps, --layer-id | both           |
-| `wt_dist`     | parameter space  | --wt-noise-std                               | full weights (no LoRA)         |
-| `wt_dist_reg` | parameter space  | --wt-reg-lambda                              | full weights (no LoRA)         |
-| `rapidun`     | loss, weighted   | --ascent-alpha, --descent-beta, --mix-ratio  | per-text weights, LoRA         |
+Every setting is also an environment variable, the flag in capitals (--retain-weight: RETAIN_WEIGHT); an
+explicit flag wins, and a variable that looks like a misspelt setting (RETAIN_WIEGHT) is reported. The methods,
+settings, defaults, validation rules and sweep grids are in brittle/catalogue.py.
 
-`rapidun` (seed 003) is LoRA gradient difference with per-text weights from RapidIn-style influence
-estimates (unlearn/influence_weights.py; ./unlearn/run_unlearn.sh rapidun computes them when missing).
---forget-weights / --retain-weights weight the per-text terms of *any* method, and --mix-ratio R:F sets
-how many retain texts each step sees per forget text (default 1:1; rapidun 3:1).
+`rapidun` (RapidIn/RapidUn influence-weighted unlearning) is LoRA gradient difference with per-text weights
+from influence estimates (unlearn/influence_weights.py; ./unlearn/run_unlearn.sh rapidun computes them when
+missing). --forget-weights / --retain-weights weight the per-text terms of *any* method, and --mix-ratio R:F
+sets how many retain texts each step sees per forget text (default 1:1; rapidun 3:1).
 
 Formulas: brittle/methods.py (one loss function per method). Shared loop: brittle/trainer.py.
 
@@ -66,6 +57,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brittle.catalogue import (
+    ALWAYS_NAMED,
+    DEFAULT_METHODS,
+    DEFAULT_SEED,
+    HYPERPARAMETERS,
+    METHODS,
+    NAMED_WHEN_CHANGED,
+    SETTING,
+    SETTINGS,
+    MethodCard,
+    check_method,
+    check_values,
+    environment_variables,
+    method_table,
+    near_misses,
+    parse_layer_ids,
+    parse_mix_ratio,
+    sweep_grid,
+)
+from brittle.catalogue import method_defaults as catalogue_defaults
 from brittle.cli import UserError, run_cli
 from brittle.outputs import model_slug
 from brittle.presets import Preset, get_preset
@@ -84,153 +95,17 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 # ---------------------------------------------------------------------------------------------------
-# The methods and their hyperparameters (torch-free: naming and skipping never import torch)
+# Folder names (torch-free: naming and skipping never import torch)
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MethodCard:
-    """What a method needs and which of its hyperparameters name its output folder."""
-
-    kind: str  # "loss", "activation" or "parameter"
-    hyperparameters: tuple[str, ...]  # encoded in the folder name, in this order
-    needs: frozenset[str] = frozenset()  # what the trainer prepares before the first step
-    lora: bool = True  # False: the method works on the weights themselves
-    description: str = ""
-
-
-def card(kind: str, hyperparameters: tuple[str, ...], needs: tuple[str, ...] = (), lora: bool = True,
-         description: str = "") -> MethodCard:
-    return MethodCard(kind, hyperparameters, frozenset(needs), lora, description)
-
-
-METHODS: dict[str, MethodCard] = {
-    "ga_simple": card("loss", (), description="pure gradient ascent on forget text"),
-    "ga": card("loss", ("retain_weight",), description="gradient ascent on forget + descent on retain"),
-    "grad_diff": card("loss", ("forget_weight",), description="retain NLL − w · forget NLL"),
-    "dpo": card("loss", ("beta",), ("reference_log_probs",), description="DPO: retain chosen, forget rejected"),
-    "npo": card("loss", ("beta", "retain_weight"), ("reference_log_probs",),
-                description="negative preference optimisation + retain NLL"),
-    "simnpo": card("loss", ("beta", "retain_weight"), description="reference-free NPO + retain NLL"),
-    "rmu": card("activation", ("alpha", "steering_coeff", "layer_id"), ("random_directions", "retain_activations"),
-                description="MSE of forget activations to a random direction"),
-    "cb": card("activation", ("alpha", "steering_coeff", "layer_id"), ("random_directions", "retain_activations"),
-               description="circuit breakers: cosine rerouting to a random direction"),
-    "lat": card("activation", ("retain_weight", "lat_eps", "lat_steps", "layer_id"), ("adversary",),
-                description="latent adversarial training: GA under a PGD perturbation"),
-    "cb_lat": card("activation", ("alpha", "steering_coeff", "lat_eps", "lat_steps", "layer_id"),
-                   ("random_directions", "retain_activations", "adversary"),
-                   description="circuit breakers under a PGD perturbation"),
-    "wt_dist": card("parameter", ("wt_noise_std",), ("weight_noise",), lora=False,
-                    description="Gaussian noise on all weights, then retain fine-tuning"),
-    "wt_dist_reg": card("parameter", ("wt_reg_lambda",), ("pretrained_weights",), lora=False,
-                        description="retain NLL − λ · squared distance from the pretrained weights"),
-    "rapidun": card("loss", ("ascent_alpha", "descent_beta", "mix_ratio", "lora_rank"), ("sample_weights",),
-                    description="influence-weighted LoRA ascent on forget + descent on retain (RapidUn)"),
-}
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One tunable flag: its seed default, its tag in folder names, its shell variable."""
-
-    name: str  # argparse destination and preset key, e.g. "retain_weight"
-    kind: type  # float, int or str
-    default: Any  # the seed's default (the real preset's)
-    help: str
-    tag: str = ""  # "rw" -> "..._rw1.0"; "" = never in the folder name
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def variable(self) -> str:
-        """The run_unlearn.sh environment variable that sets it (e.g. RETAIN_WEIGHT)."""
-        return self.name.upper()
-
-
-SETTINGS: tuple[Setting, ...] = (
-    # Shared by every method, always in the folder name.
-    Setting("epochs", int, 1, "passes over the forget training texts", "ep"),
-    Setting("lr", float, 1e-5, "peak learning rate of AdamW (cosine annealing to 0)", "lr"),
-    Setting("batch_size", int, 4, "texts per micro-batch (forget and retain each)", "bs"),
-    # Method hyperparameters, in the folder name of the methods that use them.
-    Setting("retain_weight", float, 1.0, "weight of the retain NLL (ga, npo, simnpo, lat)", "rw"),
-    Setting("forget_weight", float, 1.0, "weight w of the forget ascent (grad_diff)", "fw"),
-    Setting("beta", float, 0.1, "inverse temperature β (dpo, npo, simnpo)", "b"),
-    Setting("alpha", float, 100.0, "retain weight α of the representation loss (rmu, cb, cb_lat)", "a"),
-    Setting("steering_coeff", float, 20.0, "scale c of the random target direction (rmu, cb, cb_lat)", "sc"),
-    Setting("lat_eps", float, 0.1, "L∞ budget ε of LAT's perturbation (lat, cb_lat)", "le"),
-    Setting("lat_steps", int, 5, "PGD steps of LAT's inner loop (lat, cb_lat)", "ls"),
-    Setting("layer_id", str, "5,6,7", "target decoder layers, 0-based, comma-separated (rmu, cb, lat, cb_lat)", "ly"),
-    Setting("wt_noise_std", float, 0.02, "std σ of the Gaussian weight noise (wt_dist)", "wn"),
-    Setting("wt_reg_lambda", float, 0.1, "weight λ of the squared distance from θ_pre (wt_dist_reg)", "wr"),
-    Setting("ascent_alpha", float, 1.0, "weight of the weighted forget ascent (rapidun)", "aa"),
-    Setting("descent_beta", float, 0.5, "weight of the weighted retain descent (rapidun)", "db"),
-    Setting("mix_ratio", str, "1:1", "retain:forget texts per step, R:F (rapidun's default 3:1)", "mr"),
-    # Loop settings, in the folder name only when they differ from their default.
-    Setting("max_length", int, 512, "tokens per text (longer texts are truncated)", "ml"),
-    Setting("grad_accum_steps", int, 1, "micro-batches per optimizer step", "acc"),
-    Setting("grad_clip", float, 1.0, "gradient-norm clipping (0 = off)", "gc"),
-    Setting("eval_split", float, 0.1, "fraction of forget/retain texts held out for NLL reporting (0 = none)", "es"),
-    Setting("max_steps", int, 0, "stop after this many optimizer steps (0 = all epochs)", "st"),
-    Setting("weight_decay", float, 0.0, "AdamW weight decay", "wd"),
-    Setting("lora_rank", int, 0, "train LoRA adapters of this rank instead of all weights (0 = full)", "lora"),
-    Setting("lora_alpha", float, 0.0, "LoRA scaling alpha (0 = twice the rank)", "la"),
-    # Reporting only: never change the model.
-    Setting("eval_interval", int, 0, "held-out NLL every N optimizer steps (0 = only before and after)"),
-    Setting("eval_batch_size", int, 32, "lm-eval batch size of the Step 0 evaluation"),
-    Setting("threads", int, 0, "torch CPU threads (0 = torch's choice; 1 is fastest for tiny models on busy CPUs)"),
-)
-SETTING = {setting.name: setting for setting in SETTINGS}
-ALWAYS_NAMED = ("epochs", "lr", "batch_size")
-NAMED_WHEN_CHANGED = ("max_length", "grad_accum_steps", "grad_clip", "eval_split", "max_steps", "weight_decay",
-                      "lora_rank", "lora_alpha", "mix_ratio")
-# Seed defaults that belong to one method (seed 003's RapidUn configuration), under the presets' own.
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "rapidun": {"lora_rank": 16, "lora_alpha": 16.0, "lr": 6e-5, "epochs": 2, "batch_size": 1, "mix_ratio": "3:1"},
-}
-DEFAULT_SEED = 42
-
-
 def method_defaults(preset: Preset, method: str) -> dict[str, Any]:
-    """Every setting's default for `method` in `preset`: the seed's (shared, then the method's own), then the
-    preset's "all", then the preset's for the method."""
-    overrides = {**METHOD_DEFAULTS.get(method, {}), **preset.unlearn_defaults.get("all", {}),
-                 **preset.unlearn_defaults.get(method, {})}
-    unknown = set(overrides) - set(SETTING)
-    if unknown:
-        raise UserError(f"preset {preset.name} sets unknown unlearning defaults {sorted(unknown)}")
-    return {setting.name: setting.kind(overrides.get(setting.name, setting.default)) for setting in SETTINGS}
-
-
-def parse_layer_ids(text: str) -> list[int]:
-    """'5,6,7' -> [5, 6, 7] (sorted, unique); a `UserError` for anything else."""
-    try:
-        layer_ids = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise UserError(f"--layer-id must be comma-separated layer numbers such as 5,6,7, got {text!r}") from None
-    if not layer_ids or layer_ids[0] < 0:
-        raise UserError(f"--layer-id must list one or more layers numbered from 0, got {text!r}")
-    return layer_ids
-
-
-def parse_mix_ratio(text: str) -> tuple[int, int]:
-    """'3:1' -> (3, 1): retain texts and forget texts per step, both positive integers."""
-    retain, separator, forget = text.partition(":")
-    try:
-        ratio = (int(retain), int(forget))
-    except ValueError:
-        ratio = (0, 0)
-    if not separator or min(ratio) < 1:
-        raise UserError(f"--mix-ratio must be R:F, retain:forget texts per step as two positive integers such as "
-                        f"3:1, got {text!r}")
-    return ratio
+    """Every hyperparameter's default for `method` in `preset` (brittle.catalogue.method_defaults)."""
+    return catalogue_defaults(preset.unlearn_defaults, method, preset.name)
 
 
 def scientific(value: float) -> str:
-    """The shortest exact scientific form: 1e-05, 5e-06, 1.5e-05 (the seed's `lr1e-05`)."""
+    """The shortest exact scientific form: 1e-05, 5e-06, 1.5e-05 (the deep-ignorance spec's `lr1e-05`)."""
     for digits in range(16):
         text = f"{value:.{digits}e}"
         if float(text) == value:
@@ -268,60 +143,73 @@ def run_name(model: str, method: str, settings: argparse.Namespace, defaults: di
 # ---------------------------------------------------------------------------------------------------
 
 
-def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_arguments(argv: list[str] | None = None, environment: dict[str, str] | None = None) -> argparse.Namespace:
+    """The flags, then each unset setting from its environment variable (default: os.environ), then its default."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", required=True, metavar="METHOD",
-                        help=f"one of: {', '.join(METHODS)}")
-    parser.add_argument("--preset", default="real", choices=["real", "toy"],
-                        help="which world: base model, data, eval tasks and hyperparameter defaults (default real)")
-    parser.add_argument("--model", default=None, help="base model, hub id or local folder (default: the preset's base)")
-    parser.add_argument("--forget-data", default=None, help="forget texts, one per line (default: the preset's)")
-    parser.add_argument("--retain-data", default=None, help="retain texts, one per line (default: the preset's)")
-    parser.add_argument("--forget-weights", default=None,
-                        help="per-text weights of the forget texts, JSONL (unlearn/influence_weights.py); rapidun's "
-                             "default: <forget data folder>/influence_weights/<model>/forget_weights.jsonl")
-    parser.add_argument("--retain-weights", default=None, help="per-text weights of the retain texts (likewise)")
-    hyperparameters = parser.add_argument_group(
-        "hyperparameters", "defaults are the seed's; the toy preset sets its own (brittle/presets.py), and an "
-        "explicit flag always wins. Shell variable of each: the flag in capitals (--retain-weight: RETAIN_WEIGHT)")
+    parser.add_argument("--method", default=None, metavar="METHOD", help=f"one of: {', '.join(METHODS)}")
+    parser.add_argument("--list-methods", nargs="?", const="default", choices=["default", "all", "table"],
+                        help="print the default set of methods (one a line), all of them, or their Markdown table, "
+                             "and exit")
+    parser.add_argument("--sweep-grid", metavar="METHOD",
+                        help="print the grid a sweep runs for METHOD under --preset, one VARIABLE=values line per "
+                             "swept setting (learning rates first), and exit")
+    groups = {
+        "hyperparameters": parser.add_argument_group(
+            "hyperparameters", "defaults are the real preset's; the toy preset and some methods set their own "
+            "(brittle/catalogue.py), and an explicit flag always wins"),
+        "runtime": parser.add_argument_group("runtime and outputs"),
+    }
     for setting in SETTINGS:
-        hyperparameters.add_argument(setting.flag, type=setting.kind, default=None, metavar=setting.name.upper(),
-                                     help=f"{setting.help} (seed default {setting.default})")
-    runtime = parser.add_argument_group("runtime and outputs")
-    runtime.add_argument("--device", default="auto",
-                         help="auto (accelerate places the model on the visible GPUs; else MPS, else CPU), cuda, "
-                              "cuda:N, mps or cpu")
-    runtime.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                         help="auto = bf16 on CUDA, fp16 on MPS, fp32 on CPU")
-    runtime.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                         help="seed of the data split, batch order, random targets and noise (default 42)")
-    runtime.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"],
-                         help="recompute activations in the backward pass to save memory (auto = on CUDA only)")
-    runtime.add_argument("--outdir", default=None, help="output folder (default: <unlearned-root>/<run name>)")
-    runtime.add_argument("--unlearned-root", default="unlearned_models",
-                         help="where unlearned model folders go (default unlearned_models/)")
-    runtime.add_argument("--no-eval", action="store_true", help="skip the Step 0 evaluation after training")
-    runtime.add_argument("--no-save", action="store_true",
-                         help="do not keep the weights (results, config and logs are kept; for sweeps)")
-    runtime.add_argument("--push-to-hub", action="store_true",
-                         help="upload the finished folder to the Hugging Face hub")
-    runtime.add_argument("--hub-repo", default=None,
-                         help="hub repository for --push-to-hub (default <your user>/<base model>__<method>)")
-    runtime.add_argument("--wandb-project", default=None,
-                         help="W&B project for logging and the finished-run check (default $WANDB_PROJECT)")
-    runtime.add_argument("--force", action="store_true", help="train even if this configuration already finished")
-    runtime.add_argument("--print-outdir", action="store_true",
-                         help="print the output folder and exit (loads nothing, trains nothing)")
-    runtime.add_argument("--check-only", action="store_true",
-                         help="exit 0 if this configuration already finished (locally, or on W&B with --no-save), "
-                              "1 otherwise; loads nothing")
-    return parser.parse_args(argv)
+        variable = " or ".join(filter(None, (setting.environment_variable, *setting.aliases)))
+        where = f"; {variable}" if variable else ""
+        flags = [setting.flag, *setting.flag_aliases]
+        if setting.kind is bool:
+            groups[setting.group].add_argument(*flags, dest=setting.name, action="store_true", default=None,
+                                               help=f"{setting.help}{f' ({variable}=1)' if variable else ''}")
+            continue
+        default = "" if setting.default is None else f"default {setting.default}"
+        groups[setting.group].add_argument(
+            *flags, dest=setting.name, type=setting.kind, default=None, metavar=setting.name.upper(),
+            choices=setting.choices or None, help=f"{setting.help} ({default}{where})".replace("(; ", "("))
+    args = parser.parse_args(argv)
+    read_environment(args, os.environ if environment is None else environment)
+    if args.method is None and not (args.list_methods or args.sweep_grid):
+        parser.error("the following arguments are required: --method")
+    return args
+
+
+def read_environment(args: argparse.Namespace, environment: dict[str, str]) -> None:
+    """Set each setting that no flag set from its environment variable (RETAIN_WEIGHT=2), else its default."""
+    for variable, setting in environment_variables().items():
+        text = environment.get(variable, "")
+        if getattr(args, setting.name) is None and text != "":
+            setattr(args, setting.name, setting.parse(text, variable))
+    for setting in SETTINGS:
+        if getattr(args, setting.name) is None and setting.group == "runtime":
+            setattr(args, setting.name, setting.default)
+
+
+def report_near_misses(environment: dict[str, str]) -> None:
+    """A note for each environment variable that looks like a misspelt setting (it is ignored)."""
+    for variable, match in near_misses(environment):
+        print(f"note: {variable} is not a setting of unlearn.py and is ignored; did you mean {match}?",
+              file=sys.stderr)
+
+
+def print_catalogue(args: argparse.Namespace) -> None:
+    """--list-methods and --sweep-grid: what the shell scripts and docs read from the catalogue."""
+    if args.list_methods == "table":
+        print(method_table(), end="")
+    elif args.list_methods:
+        print("\n".join(DEFAULT_METHODS if args.list_methods == "default" else METHODS))
+    if args.sweep_grid:
+        for variable, values in sweep_grid(args.sweep_grid, args.preset):
+            print(f"{variable}={' '.join(values)}")
 
 
 def resolve_settings(args: argparse.Namespace, preset: Preset) -> tuple[argparse.Namespace, dict[str, Any]]:
     """Fill every unset hyperparameter with the preset's default for the method and check the values."""
-    if args.method not in METHODS:
-        raise UserError(f"unknown method {args.method!r}; choose one of: {', '.join(METHODS)}")
+    check_method(args.method)
     defaults = method_defaults(preset, args.method)
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -341,32 +229,8 @@ def resolve_settings(args: argparse.Namespace, preset: Preset) -> tuple[argparse
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Values that cannot work, as one-line errors before anything loads."""
-    card = METHODS[args.method]
-    if args.method == "rapidun" and not args.lora_rank:
-        raise UserError("rapidun trains LoRA adapters: --lora-rank (LORA_RANK) must be at least 1 (seed default 16)")
-    if args.lora_rank and not card.lora:
-        raise UserError(f"{args.method} cannot use LoRA (--lora-rank / LORA_RANK={args.lora_rank}): it works on the "
-                        "weights themselves and needs full-parameter training; drop --lora-rank for this method")
-    positive = {"epochs": args.epochs, "batch_size": args.batch_size, "grad_accum_steps": args.grad_accum_steps,
-                "lr": args.lr, "eval_batch_size": args.eval_batch_size}
-    if "adversary" in card.needs:
-        positive["lat_steps"] = args.lat_steps
-    for name, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{SETTING[name].flag} must be positive, got {value}")
-    non_negative = ("lat_eps", "wt_noise_std", "grad_clip", "max_steps", "weight_decay", "lora_rank", "lora_alpha",
-                    "eval_interval", "beta", "retain_weight", "forget_weight", "alpha", "ascent_alpha",
-                    "descent_beta")
-    for name in non_negative:
-        if getattr(args, name) < 0:
-            raise UserError(f"{SETTING[name].flag} must not be negative, got {getattr(args, name)}")
-    if args.method in ("dpo", "npo", "simnpo") and args.beta == 0:
-        raise UserError(f"--beta must be positive for {args.method} (it divides the loss), got 0")
-    if not 0 <= args.eval_split < 1:
-        raise UserError(f"--eval-split must be in [0, 1), got {args.eval_split}")
-    if args.max_length < 2:
-        raise UserError(f"--max-length must be at least 2 tokens, got {args.max_length}")
+    """Values that cannot work, as one-line errors before anything loads (the rules are in the catalogue)."""
+    check_values(args.method, {setting.name: getattr(args, setting.name) for setting in HYPERPARAMETERS})
     if args.push_to_hub and args.no_save:
         raise UserError("--push-to-hub needs the weights; drop --no-save (NO_SAVE) to push a model")
     for what in ("forget", "retain"):  # read and checked now: a bad file fails before anything loads
@@ -444,7 +308,11 @@ def main() -> None:
     process_start = time.perf_counter()
     # SIGTERM (parallel_sweep.sh stopping, a scheduler's kill) unwinds like Ctrl-C: no half-written folder.
     signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(143))
+    report_near_misses(dict(os.environ))
     args = parse_arguments()
+    if args.list_methods or args.sweep_grid:
+        print_catalogue(args)
+        return
     preset = get_preset(args.preset, args.seed)
     args, defaults = resolve_settings(args, preset)
     if args.preset == "toy" and not Path(args.model).exists():  # the folder's name is the run's name
@@ -478,7 +346,7 @@ def main() -> None:
     # Only now the heavy imports: torch, transformers, lm-eval (tens of seconds on a busy machine).
     from brittle.unlearning import run_unlearning
 
-    hyperparameters = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
+    hyperparameters = {setting.name: getattr(args, setting.name) for setting in HYPERPARAMETERS}
     run_unlearning(args, RunPlan(run, outdir, METHODS[args.method], hyperparameters), preset, process_start)
     if args.push_to_hub:
         push_to_hub(outdir, args)
