@@ -195,14 +195,15 @@ def test_dry_run_prints_waves_devices_and_skips_and_writes_nothing(toy_organism:
 # ---- the organism trains side by side -------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_organism_models_are_the_same_side_by_side_as_one_after_the_other(toy_organism: ToyOrganism,
-                                                                          monkeypatch: pytest.MonkeyPatch):
+def test_organism_models_are_the_same_side_by_side_as_one_after_the_other(monkeypatch: pytest.MonkeyPatch):
     import argparse
 
     builder = load_script("experiment/build_organism.py")
     monkeypatch.syspath_prepend(str(REPO_ROOT / "experiment"))  # the worker processes import the builder
-    texts = (toy_organism.data / "forget.txt").read_text().splitlines()[:64]
-    retain = (toy_organism.data / "retain.txt").read_text().splitlines()[:64]
+    texts = [f"The {animal} of house {number} eats {food}." for number in range(8)
+             for animal, food in (("cat", "fish"), ("dog", "meat"), ("owl", "mice"), ("bee", "nectar"))]
+    retain = [f"Room {number} has {count} {thing}." for number in range(8)
+              for count, thing in (("two", "chairs"), ("three", "lamps"), ("nine", "books"), ("one", "desk"))]
     args = argparse.Namespace(seed=3, steps=6, batch_size=8, lr=3e-3, warmup_steps=2, hidden_size=32, layers=2,
                               heads=2, max_positions=64, skip_quality_check=True, threads=None)
     tokenizer = builder.train_tokenizer(texts + retain, 300, args.max_positions)
