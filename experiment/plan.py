@@ -308,6 +308,7 @@ def is_done(folder: Path) -> bool:
 
 
 def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -> Task:
+    """Step `entry` on one unit: its command line, results folder, the folders it writes, and whether it is done."""
     root, folder_name = study.output_root, entry.folder(study.seed)
     values = {"preset": study.preset, "filtered": study.filtered,
               "baseline_min_forget_acc": study.baseline_min_forget_acc}
@@ -629,7 +630,7 @@ def run_stage(stage: str, force: bool) -> None:
                           study.baseline_min_forget_acc)
         tasks = plan_tasks(only_base, {"evals"}, force, include_report=False)
     else:
-        earlier = {label for status, label, _ in ledger_entries() if status == "ran"}
+        earlier = {label for _, label, _ in ledger_entries()}  # Step 0 of Base, run or skipped before the pre-flight
         tasks = plan_tasks(study, chosen, force, include_report=not one_seed_of_several, ran_earlier=earlier)
     if dry_run:
         print_plan(tasks, pool)
