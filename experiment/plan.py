@@ -541,6 +541,8 @@ def run_tasks(tasks: list[Task], study: Study, pool: list[Slot], log_dir: Path) 
             ledger("ran", task.label, seconds)
             if parallel:
                 print(f"==> finished {task.label} ({seconds:.0f} s)", flush=True)
+                if task.step.scope == "study":  # the report's headlines belong on the terminal
+                    print("".join(log.read_text(errors="replace").splitlines(keepends=True)[1:]), end="")
             log_summary_to_wandb(task, study)
         if failed and not running:
             break
