@@ -24,8 +24,11 @@ the same lm-eval tasks as Step 0, and published only if it passes. Existing mode
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +153,72 @@ def check_quality(model: GPTNeoXForCausalLM, tokenizer: PreTrainedTokenizerFast,
     return accuracy
 
 
+# --------------------------------------------------------------------------------------------------
+# Base and filtered train side by side (one process each) when there are cores for it
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run of the organism: a role, its texts, and whether it yields the mid-training snapshot."""
+
+    role: str  # "base" or "filtered"
+    texts: list[str]
+    check: bool  # evaluate it against the quality bar
+    snapshot_step: int | None = None
+
+
+@dataclass
+class TrainingResult:
+    """What a training run sends back: its weights (and the snapshot's), seconds and accuracy."""
+
+    state: dict[str, torch.Tensor]
+    seconds: float
+    accuracy: dict[str, float] | None
+    snapshot: dict[str, torch.Tensor] | None = None
+
+    def model(self, run: TrainingRun, tokenizer: PreTrainedTokenizerFast, args: argparse.Namespace,
+              snapshot: bool = False) -> GPTNeoXForCausalLM:
+        """The trained model (or its mid-training snapshot) rebuilt from its weights."""
+        model = GPTNeoXForCausalLM(model_config(tokenizer, args))
+        model.load_state_dict(self.snapshot if snapshot else self.state)
+        return model.eval()
+
+
+def train_run(run: TrainingRun, tokenizer: PreTrainedTokenizerFast, args: argparse.Namespace,
+              threads: int) -> TrainingResult:
+    """Train one model with `threads` torch threads and check it against the quality bar (a `UserError` if
+    it misses)."""
+    torch.set_num_threads(threads)
+    snapshots: dict[str, dict[str, torch.Tensor]] = {}
+
+    def keep_snapshot(model: GPTNeoXForCausalLM) -> None:
+        snapshots["midtrain"] = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+    model, seconds = pretrain(run.texts, tokenizer, args, f"toy {run.role}", checkpoint_step=run.snapshot_step,
+                              on_checkpoint=keep_snapshot)
+    accuracy = check_quality(model, tokenizer, run.role, args) if run.check else None
+    return TrainingResult(model.state_dict(), seconds, accuracy, snapshots.get("midtrain"))
+
+
+def train_runs(runs: list[TrainingRun], tokenizer: PreTrainedTokenizerFast,
+               args: argparse.Namespace) -> dict[str, TrainingResult]:
+    """Every run, in this process one after the other (--jobs 1) or in one process each.
+
+    Each run seeds its own initialisation and data order, and each gets the same number of torch threads
+    (--threads, default half the cores: the organism has two runs) whether the runs are side by side or
+    not, so the weights are bit for bit the same with any --jobs (a different thread count changes the
+    order of floating-point sums, and the weights by ~1e-6).
+    """
+    threads = args.threads or max(1, (os.cpu_count() or 1) // 2)
+    jobs = min(args.jobs or (2 if (os.cpu_count() or 1) >= 2 else 1), len(runs))
+    if jobs <= 1:
+        return {run.role: train_run(run, tokenizer, args, threads) for run in runs}
+    print(f"training {', '.join(run.role for run in runs)} side by side ({jobs} processes, {threads} thread(s) each)")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {run.role: pool.submit(train_run, run, tokenizer, args, threads) for run in runs}
+        return {role: future.result() for role, future in futures.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=TOY_DATA_DIR, help=f"toy data folder (default {TOY_DATA_DIR})")
@@ -168,7 +237,11 @@ def main() -> None:
                         help="where in base's training the pretraining-stage snapshot is taken")
     parser.add_argument("--skip-quality-check", action="store_true",
                         help="do not evaluate the models against the quality bar (for quick experiments)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per training run (default: half the cores, with --jobs 1 or 2 alike)")
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="training runs side by side in separate processes (default: 2 when there are >= 2 "
+                             "cores, else 1); the models are the same either way")
     parser.add_argument("--force", action="store_true", help="retrain models that already exist")
     args = parser.parse_args()
     if args.threads:
@@ -190,40 +263,34 @@ def main() -> None:
     retain_texts = read_texts(Path(args.data_dir) / "retain.txt", what="toy retain text")
     check_disjoint(forget_texts, retain_texts)
     tokenizer = train_tokenizer(forget_texts + retain_texts, args.vocab_size, args.max_positions)
-    settings = {key: value for key, value in vars(args).items() if key not in ("force", "models_dir", "threads")}
+    settings = {key: value for key, value in vars(args).items()
+                if key not in ("force", "models_dir", "threads", "jobs")}
 
+    # Two training runs: base (which also yields the mid-training snapshot) and filtered.
+    midtrain_step = max(1, round(args.midtrain_fraction * args.steps))
+    runs = []
     if "base" in missing or "base-midtrain" in missing:
-        midtrain_step = max(1, round(args.midtrain_fraction * args.steps))
-        snapshots: dict[str, GPTNeoXForCausalLM] = {}
+        runs.append(TrainingRun("base", forget_texts + retain_texts, check="base" in missing,
+                                snapshot_step=midtrain_step))
+    if "filtered" in missing:
+        runs.append(TrainingRun("filtered", retain_texts, check=True))
+    results = train_runs(runs, tokenizer, args)
 
-        def keep_snapshot(model: GPTNeoXForCausalLM) -> None:
-            snapshots["midtrain"] = GPTNeoXForCausalLM(model.config)
-            snapshots["midtrain"].load_state_dict(model.state_dict())
-            snapshots["midtrain"].eval()
-
-        base, seconds = pretrain(forget_texts + retain_texts, tokenizer, args, "toy base",
-                                 checkpoint_step=midtrain_step, on_checkpoint=keep_snapshot)
-        print(f"  base trained in {seconds:.0f} s")
-        if "base" in missing:
-            accuracy = check_quality(base, tokenizer, "base", args)
-            with staged_directory(paths["base"]) as staging:
-                save_model(base, tokenizer, staging, {"role": "base", "trained_on": "forget + retain",
-                                                      "train_seconds": round(seconds, 1), "accuracy": accuracy,
-                                                      **settings})
-        if "base-midtrain" in missing:
+    # Published only when every run passed its quality bar, so a failure leaves nothing half-made.
+    cards = {"base": {"trained_on": "forget + retain"}, "filtered": {"trained_on": "retain only"}}
+    for run in runs:
+        result = results[run.role]
+        print(f"  {run.role} trained in {result.seconds:.0f} s")
+        if run.role in missing:
+            with staged_directory(paths[run.role]) as staging:
+                save_model(result.model(run, tokenizer, args), tokenizer, staging,
+                           {"role": run.role, **cards[run.role], "train_seconds": round(result.seconds, 1),
+                            "accuracy": result.accuracy, **settings})
+        if run.snapshot_step is not None and "base-midtrain" in missing:
             with staged_directory(paths["base-midtrain"]) as staging:
-                save_model(snapshots["midtrain"], tokenizer, staging,
+                save_model(result.model(run, tokenizer, args, snapshot=True), tokenizer, staging,
                            {"role": "base-midtrain", "trained_on": "forget + retain",
                             "snapshot_step": midtrain_step, **settings})
-
-    if "filtered" in missing:
-        filtered, seconds = pretrain(retain_texts, tokenizer, args, "toy filtered")
-        print(f"  filtered trained in {seconds:.0f} s")
-        accuracy = check_quality(filtered, tokenizer, "filtered", args)
-        with staged_directory(paths["filtered"]) as staging:
-            save_model(filtered, tokenizer, staging, {"role": "filtered", "trained_on": "retain only",
-                                                      "train_seconds": round(seconds, 1), "accuracy": accuracy,
-                                                      **settings})
     print("toy organism ready: " + ", ".join(str(path) for path in paths.values()))
 
 

@@ -1,6 +1,6 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = ["brittle"]
+# dependencies = ["brittle", "wandb>=0.18"]
 #
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }
@@ -39,9 +39,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from steps import step as registered_step
+
 from brittle.cli import UserError, run_cli
 from brittle.outputs import DEFAULT_OUTPUT_ROOT, model_slug, read_csv, write_csv, write_text
 from brittle.presets import get_preset
+from brittle.tracking import log_to_wandb
 
 COMPARISON_SEPARATOR = "__to__"
 
@@ -186,18 +189,49 @@ def eval_accuracy(task: str) -> Callable[[Path], float]:
 class Measure:
     """One number of the report: a file a step writes, relative to a folder, and how to read it.
 
-    `scope` says which folder: the comparison's (`outputs/<a>__to__<b>/`), model A's or model B's
-    (`outputs/<model>/`). `source` may be a glob (e.g. one relearning folder per seed); every match is
-    one sample. A `paired` measure reads B's file and the file at the same place under model A.
+    `step` is the step's name in experiment/steps.py (a misspelt one raises at import, listing the steps);
+    `file` lies in the step's results folder, or in `folder`, another folder the step writes. `scope` says
+    which unit folder: the comparison's (`outputs/<a>__to__<b>/`), model A's or model B's (`outputs/<model>/`).
+    The folder may be a glob (e.g. one relearning folder per seed); every match is one sample. A `paired`
+    measure reads B's file and the file at the same place under model A.
     """
 
     label: str
     step: str
     scope: str
-    source: str
+    file: str
     read: Callable[..., float]
     digits: int = 3
     paired: bool = False
+    folder: str | None = None
+
+    def __post_init__(self) -> None:
+        step_output(self.step, self.folder)
+
+    @property
+    def source(self) -> str:
+        """The file's path under the unit folder (a glob when the step keeps one folder per seed)."""
+        return f"{self.folder or registered_step(self.step).folder_pattern}/{self.file}"
+
+    @property
+    def step_label(self) -> str:
+        """`Step 6 wmdp_logit_lens`: the step's number and the folder the number comes from."""
+        return step_label(self.step, self.folder)
+
+
+def step_output(name: str, folder: str | None) -> str:
+    """The folder (a glob over seeds) that step `name` writes, checked against experiment/steps.py."""
+    entry = registered_step(name)
+    written = (*entry.outputs, *(pattern.replace("{seed}", "*") for _, pattern in entry.also_writes))
+    if folder is not None and folder not in written:
+        raise ValueError(f"step {name} does not write a folder {folder!r}; it writes {', '.join(written)}")
+    return folder or entry.folder_pattern
+
+
+def step_label(name: str, folder: str | None = None) -> str:
+    """How the page names the step behind a number: `Step <number> <folder>`."""
+    entry = registered_step(name)
+    return f"Step {entry.number} {folder or entry.name}"
 
 
 @dataclass(frozen=True)
@@ -211,93 +245,92 @@ class Row:
 
 def big_picture_rows(forget_task: str, retain_task: str) -> list[Row]:
     """The deep-ignorance study's Big Picture table, level by level, plus Step 13."""
-    weights, activations = "weight_comparison", "activation_comparison/activation_comparison.csv"
     return [
         Row("Capabilities", "Does the model still work at all?", "0",
             "forget accuracy falls, retain accuracy holds (both for filtering and unlearning)", [
-                Measure(f"forget acc ({forget_task}), A", "Step 0 evals", "model_a", "evals/summary.json",
+                Measure(f"forget acc ({forget_task}), A", "evals", "model_a", "summary.json",
                         eval_accuracy(forget_task)),
-                Measure(f"forget acc ({forget_task}), B", "Step 0 evals", "model_b", "evals/summary.json",
+                Measure(f"forget acc ({forget_task}), B", "evals", "model_b", "summary.json",
                         eval_accuracy(forget_task)),
-                Measure(f"retain acc ({retain_task}), B", "Step 0 evals", "model_b", "evals/summary.json",
+                Measure(f"retain acc ({retain_task}), B", "evals", "model_b", "summary.json",
                         eval_accuracy(retain_task)),
             ]),
         Row("Magnitude", "How much changed?", "1–2", "unlearning: small; filtering: large", [
-            Measure("‖ΔW‖_F / ‖W‖_F, whole model", "Step 1 weight_comparison", "comparison",
-                    f"{weights}/per_matrix.csv", whole_model_relative_change, 4),
-            Measure("max σ₁(ΔW) / σ₁(W)", "Step 1 weight_comparison", "comparison", f"{weights}/per_matrix.csv",
+            Measure("‖ΔW‖_F / ‖W‖_F, whole model", "weight_comparison", "comparison",
+                    "per_matrix.csv", whole_model_relative_change, 4),
+            Measure("max σ₁(ΔW) / σ₁(W)", "weight_comparison", "comparison", "per_matrix.csv",
                     max_relative_spectral, 4),
         ]),
         Row("Location", "Where — MLP or attention? Which layers?", "4",
             "unlearning: attention-localized, few layers; filtering: everywhere", [
-                Measure("MLP share of ‖ΔW‖²", "Step 1 weight_comparison", "comparison",
-                        f"{weights}/per_layer.csv", mlp_share),
-                Measure("median MLP/attention ratio per layer", "Step 4 mlp_attn_analysis", "comparison",
-                        "mlp_attn_analysis/summary.json", json_value("median_mlp_attn_ratio")),
-                Measure("depth of the most-changed layer (0 first, 1 last)", "Step 1 weight_comparison",
-                        "comparison", f"{weights}/per_layer.csv", most_changed_depth, 2),
+                Measure("MLP share of ‖ΔW‖²", "weight_comparison", "comparison",
+                        "per_layer.csv", mlp_share),
+                Measure("median MLP/attention ratio per layer", "mlp_attn_analysis", "comparison",
+                        "summary.json", json_value("median_mlp_attn_ratio")),
+                Measure("depth of the most-changed layer (0 first, 1 last)", "weight_comparison",
+                        "comparison", "per_layer.csv", most_changed_depth, 2),
             ]),
         Row("Knowledge localization", "Where is forget-set knowledge encoded?", "5",
             "unlearning: forget text stays linearly separable in B", [
-                Measure("best probe AUC, A", "Step 5 linear_probes", "model_a", "linear_probes/probe_results.csv",
+                Measure("best probe AUC, A", "linear_probes", "model_a", "probe_results.csv",
                         csv_extreme("auc")),
-                Measure("best probe AUC, B", "Step 5 linear_probes", "model_b", "linear_probes/probe_results.csv",
+                Measure("best probe AUC, B", "linear_probes", "model_b", "probe_results.csv",
                         csv_extreme("auc")),
             ]),
         Row("Knowledge depth", "At which layer does the model know the forget answers?", "6",
             "unlearning: intermediate layers of B still answer (hidden, not erased); filtering: chance throughout", [
-                Measure("logit lens, final layer, B", "Step 6 wmdp_logit_lens", "model_b",
-                        "wmdp_logit_lens/wmdp_lens_results.csv", csv_last("accuracy")),
-                Measure("logit lens, best layer, B", "Step 6 wmdp_logit_lens", "model_b",
-                        "wmdp_logit_lens/wmdp_lens_results.csv", csv_extreme("accuracy")),
-                Measure("tuned lens, best layer, B", "Step 6 wmdp_tuned_lens", "model_b",
-                        "wmdp_tuned_lens/wmdp_lens_results.csv", csv_extreme("accuracy")),
+                Measure("logit lens, final layer, B", "wmdp_tuned_lens", "model_b",
+                        "wmdp_lens_results.csv", csv_last("accuracy"), folder="wmdp_logit_lens"),
+                Measure("logit lens, best layer, B", "wmdp_tuned_lens", "model_b",
+                        "wmdp_lens_results.csv", csv_extreme("accuracy"), folder="wmdp_logit_lens"),
+                Measure("tuned lens, best layer, B", "wmdp_tuned_lens", "model_b",
+                        "wmdp_lens_results.csv", csv_extreme("accuracy")),
             ]),
         Row("Geometry", "What shape is ΔW? Low-rank? Nullspace-aligned?", "7, 10",
             "unlearning: low-rank, concentrated, in W's null space; filtering: full-rank", [
-                Measure("mean stable rank of ΔW", "Step 1 weight_comparison", "comparison",
-                        f"{weights}/per_matrix.csv", mean_stable_rank, 2),
-                Measure("top-10 energy of ΔW (sampled matrices)", "Step 7 null_space_analysis", "comparison",
-                        "null_space_analysis/null_space_results.csv", csv_mean("dW_top_k_energy_ratio")),
-                Measure("MLP ΔW energy outside W's column space", "Step 10 mlp_nullspace", "comparison",
-                        "mlp_nullspace/summary.json", json_value("null_space_fraction")),
+                Measure("mean stable rank of ΔW", "weight_comparison", "comparison",
+                        "per_matrix.csv", mean_stable_rank, 2),
+                Measure("top-10 energy of ΔW (sampled matrices)", "null_space_analysis", "comparison",
+                        "null_space_results.csv", csv_mean("dW_top_k_energy_ratio")),
+                Measure("MLP ΔW energy outside W's column space", "mlp_nullspace", "comparison",
+                        "summary.json", json_value("null_space_fraction")),
             ]),
         Row("Function", "Do activations actually change on target text?", "3, 8–9",
             "unlearning: small change; filtering: large", [
-                Measure("‖Δh‖ / ‖h_A‖ on forget text", "Step 3 activation_comparison", "comparison", activations,
-                        activation_change("forget")),
-                Measure("‖Δh‖ / ‖h_A‖ on retain text", "Step 3 activation_comparison", "comparison", activations,
-                        activation_change("retain")),
-                Measure("forget/retain separation AUC of B (mean over layers)", "Step 8 activation_separation",
-                        "comparison", "activation_separation/separation_results.csv", csv_mean("model_b_linear_auc")),
-                Measure("covariance spectrum W₁ forget/retain (mean over layers)", "Step 9 activation_covariance",
-                        "comparison", "activation_covariance/selectivity.csv", csv_mean("selectivity_ratio")),
+                Measure("‖Δh‖ / ‖h_A‖ on forget text", "activation_comparison", "comparison",
+                        "activation_comparison.csv", activation_change("forget")),
+                Measure("‖Δh‖ / ‖h_A‖ on retain text", "activation_comparison", "comparison",
+                        "activation_comparison.csv", activation_change("retain")),
+                Measure("forget/retain separation AUC of B (mean over layers)", "activation_separation",
+                        "comparison", "separation_results.csv", csv_mean("model_b_linear_auc")),
+                Measure("covariance spectrum W₁ forget/retain (mean over layers)", "activation_covariance",
+                        "comparison", "selectivity.csv", csv_mean("selectivity_ratio")),
             ]),
         Row("Precision", "Is the change targeted at forget-domain inputs?", "11",
             "unlearning: low selectivity (≈ 1)", [
-                Measure("activation change forget/retain", "Step 3 activation_comparison", "comparison", activations,
-                        activation_selectivity),
+                Measure("activation change forget/retain", "activation_comparison", "comparison",
+                        "activation_comparison.csv", activation_selectivity),
                 Measure("row-space projection forget/retain, A's inputs (mean over layers)",
-                        "Step 11 row_space_projection", "comparison", "row_space_projection/projection_results.csv",
+                        "row_space_projection", "comparison", "projection_results.csv",
                         csv_mean("model_a_selectivity")),
             ]),
         Row("Stability", "Is the new behaviour robust or fragile?", "12",
             "unlearning: rougher (Lipschitz ratio B/A > 1) on forget text", [
-                Measure("local Lipschitz B/A, forget", "Step 12 lipschitzness", "comparison",
-                        "lipschitzness/lipschitz_results.csv", lipschitz_ratio("forget")),
-                Measure("local Lipschitz B/A, retain", "Step 12 lipschitzness", "comparison",
-                        "lipschitzness/lipschitz_results.csv", lipschitz_ratio("retain")),
+                Measure("local Lipschitz B/A, forget", "lipschitzness", "comparison",
+                        "lipschitz_results.csv", lipschitz_ratio("forget")),
+                Measure("local Lipschitz B/A, retain", "lipschitzness", "comparison",
+                        "lipschitz_results.csv", lipschitz_ratio("retain")),
             ]),
         Row("Recoverability", "Does fine-tuning on other forget facts (T) bring held-out ones (V) back?", "13",
             "unlearning: V comes back (hidden); filtering: stays near chance (erased)", [
-                Measure("V accuracy of B before the attack", "Step 13 relearn_attack", "model_b",
-                        "relearn_attack_seed*/runs.csv", attack_before),
-                Measure("V accuracy of B after the attack (best setting)", "Step 13 relearn_attack", "model_b",
-                        "relearn_attack_seed*/runs.csv", attack_best),
-                Measure("C: model A after the same attack", "Step 13 relearn_attack", "model_a",
-                        "relearn_attack_seed*/runs.csv", attack_best),
-                Measure("recovery rate (B − A) / (C − A)", "Step 13 relearn_attack", "model_b",
-                        "relearn_attack_seed*/runs.csv", recovery_rate, paired=True),
+                Measure("V accuracy of B before the attack", "relearn_attack", "model_b",
+                        "runs.csv", attack_before),
+                Measure("V accuracy of B after the attack (best setting)", "relearn_attack", "model_b",
+                        "runs.csv", attack_best),
+                Measure("C: model A after the same attack", "relearn_attack", "model_a",
+                        "runs.csv", attack_best),
+                Measure("recovery rate (B − A) / (C − A)", "relearn_attack", "model_b",
+                        "runs.csv", recovery_rate, paired=True),
             ]),
     ]
 
@@ -356,14 +389,15 @@ def collect(rows: list[Row], comparisons: list[Comparison], root: Path) -> dict[
                 cell = cells.setdefault((comparison.label, measure.label), Cell())
                 matches = sorted(folder[measure.scope].glob(measure.source))
                 if not matches:
-                    cell.problems.append(f"{measure.step}: {folder[measure.scope] / measure.source} is missing")
+                    cell.problems.append(f"{measure.step_label}: {folder[measure.scope] / measure.source} is missing")
                 for path in matches:
                     try:
                         relative = path.relative_to(folder[measure.scope])
                         paired = (folder["model_a"] / relative,) if measure.paired else ()
                         cell.values.append(measure.read(path, *paired))
                     except (OSError, KeyError, ValueError, IndexError, ZeroDivisionError, TypeError) as error:
-                        cell.problems.append(f"{measure.step}: cannot read {path} ({type(error).__name__}: {error})")
+                        cell.problems.append(f"{measure.step_label}: cannot read {path} ({type(error).__name__}: "
+                                             f"{error})")
     return cells
 
 
@@ -408,13 +442,38 @@ figcaption { font-size: .8rem; color: #555; }
 ul.problems { font-size: .85rem; color: #444; }
 """
 
-KEY_PLOTS = [  # (caption, candidates as (scope, glob), the first found is shown) worth a look for every comparison
-    ("Step 1: relative change per layer", [("comparison", "param_plots/layer_locality.png")]),
-    ("Step 4: MLP vs attention", [("comparison", "mlp_attn_analysis/mlp_attn_change.png")]),
-    ("Step 3: activation change per layer", [("comparison", "activation_plots/activation_diffs.png")]),
-    ("Step 6: logit-lens accuracy per layer (model B)", [("model_b", "wmdp_logit_lens/*.png")]),
-    ("Step 13: relearning attack", [("comparison", "relearn_attack_seed*/attack_curves.png"),
-                                    ("model_b", "relearn_attack_seed*/relearning_curves.png")]),
+@dataclass(frozen=True)
+class KeyPlot:
+    """A plot worth a look for every comparison: candidates (scope, file glob) in folders of one step, the
+    first found is shown. `folder` is another folder the step writes (checked against experiment/steps.py)."""
+
+    caption: str
+    step: str
+    candidates: tuple[tuple[str, str], ...]
+    folder: str | None = None
+
+    def __post_init__(self) -> None:
+        step_output(self.step, self.folder)
+
+    @property
+    def title(self) -> str:
+        return f"Step {registered_step(self.step).number}: {self.caption}"
+
+    def globs(self) -> list[tuple[str, str]]:
+        folder = step_output(self.step, self.folder)
+        return [(scope, f"{folder}/{pattern}") for scope, pattern in self.candidates]
+
+
+KEY_PLOTS = [
+    KeyPlot("relative change per layer", "weight_comparison", (("comparison", "layer_locality.png"),),
+            folder="param_plots"),
+    KeyPlot("MLP vs attention", "mlp_attn_analysis", (("comparison", "mlp_attn_change.png"),)),
+    KeyPlot("activation change per layer", "activation_comparison", (("comparison", "activation_diffs.png"),),
+            folder="activation_plots"),
+    KeyPlot("logit-lens accuracy per layer (model B)", "wmdp_tuned_lens", (("model_b", "*.png"),),
+            folder="wmdp_logit_lens"),
+    KeyPlot("relearning attack", "relearn_attack", (("comparison", "attack_curves.png"),
+                                                     ("model_b", "relearning_curves.png"))),
 ]
 
 
@@ -451,11 +510,12 @@ def plots_section(comparisons: list[Comparison], root: Path) -> tuple[str, list[
         first_of_each_label.setdefault(comparison.label, comparison)
     for comparison in first_of_each_label.values():
         figures = []
-        for caption, candidates in KEY_PLOTS:
+        for plot in KEY_PLOTS:
+            candidates = plot.globs()
             matches = next((found for scope, pattern in candidates
                             if (found := sorted(comparison.scope_folder(scope, root).glob(pattern)))), [])
             if matches:
-                figures.append(f"<figure>{embedded_image(matches[0])}<figcaption>{html.escape(caption)} — "
+                figures.append(f"<figure>{embedded_image(matches[0])}<figcaption>{html.escape(plot.title)} — "
                                f"{html.escape(str(matches[0].relative_to(root)))}</figcaption></figure>")
             else:
                 scope, pattern = candidates[0]
@@ -567,6 +627,16 @@ def main(argv: list[str] | None = None) -> None:
     for problem in problems:
         print(f"  missing: {problem}")
     print_headlines(rows, comparisons, cells)
+    log_report_to_wandb(rows, comparisons, cells, args.preset)
+
+
+def log_report_to_wandb(rows: list[Row], comparisons: list[Comparison], cells: dict[tuple[str, str], Cell],
+                        preset: str) -> None:
+    """Every cell's mean as one W&B run (`<comparison label>/<measure>`), when W&B is configured."""
+    metrics = {f"{record['comparison']}/{record['measure']}": record["mean"]
+               for record in summary_rows(rows, comparisons, cells) if record["mean"] != ""}
+    log_to_wandb(None, f"report/{preset}", {"preset": preset, "comparisons": [vars(item) for item in comparisons]},
+                 metrics, job_type="report")
 
 
 HEADLINE_LEVELS = ("Capabilities", "Recoverability")

@@ -1,4 +1,4 @@
-"""The parameter-space steps (1, 4, 7, 10) on the toy organism, through `PRESET=toy ./experiment/pipeline.sh`.
+"""The parameter-space steps (1, 4, 7, 10) on the toy organism, through `PRESET=toy JOBS=2 ./experiment/pipeline.sh`.
 
 The fine-tuned stand-in (`finetuned_base`) plays the unlearned model, so no unlearning runs here; COMP1
 (Base -> Filtered, two separately trained models) and COMP2 (Base -> a 40-step fine-tune of Base)
@@ -44,8 +44,12 @@ def test_pipeline_runs_steps_1_4_7_10_for_both_comparisons_then_skips_them(toy_o
                                                                            finetuned_base: Path):
     workspace, outputs = toy_organism.workspace, toy_organism.workspace / "outputs"
     settings = {"STEPS": PARAMETER_STEPS, "UNLEARNED": str(finetuned_base)}
-    first = pipeline(workspace, **settings)
+    first = pipeline(workspace, JOBS="2", **settings)  # two at a time, each with its own log
     assert first.returncode == 0, f"{first.stdout[-3000:]}\n{first.stderr[-3000:]}"
+    started = first.stdout.count("==> started")  # 8 (4 steps x 2 comparisons) unless a kept workspace has them
+    assert started == first.stdout.count("==> finished")
+    if started:
+        assert len(list(max((outputs / ".logs").glob("*-study")).glob("*.log"))) == started  # one log per step
     comp1 = outputs / f"{toy_organism.base.name}__to__{toy_organism.filtered.name}"
     comp2 = outputs / f"{toy_organism.base.name}__to__{finetuned_base.name}"
     for comparison in (comp1, comp2):
@@ -74,11 +78,10 @@ def test_pipeline_runs_steps_1_4_7_10_for_both_comparisons_then_skips_them(toy_o
 def test_enable_flags_add_comp3_to_comp6_and_a_bad_value_is_one_line(toy_organism: ToyOrganism,
                                                                      finetuned_base: Path):
     workspace = toy_organism.workspace
-    # STEPS names no step: the pipeline only plans, and its summary lists the comparisons it would run.
-    planned = pipeline(workspace, STEPS="planning-only", UNLEARNED=str(finetuned_base),
+    # A dry run only plans, and lists the comparisons it would run.
+    planned = pipeline(workspace, DRY_RUN="1", UNLEARNED=str(finetuned_base),
                        CB_MODEL=str(toy_organism.midtrain), ENABLE_PRETRAIN_COMPARISON="1", ENABLE_CB_COMPARISONS="1")
     assert planned.returncode == 0, planned.stderr
-    assert "'planning-only', which is not a step" in planned.stderr
     base, filtered, unlearned = toy_organism.base.name, toy_organism.filtered.name, finetuned_base.name
     cb, pretrain = toy_organism.midtrain.name, toy_organism.midtrain.name
     for label, folder in {"COMP1 Base -> Filtered": f"{base}__to__{filtered}",

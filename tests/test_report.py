@@ -11,6 +11,7 @@ from brittle.cli import UserError
 from brittle.outputs import read_csv, write_csv, write_json
 from conftest import assert_user_error, load_script, run_script
 
+steps = load_script("experiment/steps.py")  # the step registry report.py imports
 report = load_script("experiment/report.py")
 
 
@@ -81,3 +82,33 @@ def test_no_outputs_is_one_clear_line(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     result = run_script("experiment/report.py", "--output-root", tmp_path / "empty", cwd=tmp_path, check=False)
     assert_user_error(result, "no comparison folders")
+
+
+def test_a_number_from_a_misspelt_step_or_folder_fails_when_the_report_is_defined():
+    with pytest.raises(steps.UnknownStepError, match="unknown step 'weight_comparisn'; the steps are: evals"):
+        report.Measure("x", "weight_comparisn", "comparison", "per_matrix.csv", report.mlp_share)
+    with pytest.raises(ValueError, match="does not write a folder 'wmdp_logit_lenz'"):
+        report.Measure("x", "wmdp_tuned_lens", "model_b", "a.csv", report.csv_last("accuracy"),
+                       folder="wmdp_logit_lenz")
+    with pytest.raises(ValueError, match="does not write a folder 'plots'"):
+        report.KeyPlot("x", "weight_comparison", (("comparison", "a.png"),), folder="plots")
+    # Every number of the page is named after its step's registered folder.
+    measures = [measure for row in report.big_picture_rows("f", "r") for measure in row.measures]
+    assert {measure.source.split("/")[0] for measure in measures} <= {
+        output for entry in steps.STEPS for output in (*entry.outputs, *(f.replace("{seed}", "*")
+                                                                           for _, f in entry.also_writes))}
+    assert {measure.step_label for measure in measures if measure.step == "relearn_attack"} == {
+        "Step 13 relearn_attack"}
+
+
+def test_the_report_logs_its_means_to_wandb_when_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    logged = []
+    monkeypatch.setattr(report, "log_to_wandb", lambda *args, **kwargs: logged.append(args))
+    root = tmp_path / "outputs"
+    write_seed(root, 42, 0.3, 0.8, 1.0)
+    report.main(["--preset", "toy", "--output-root", str(root)])
+    _, run_name, config, metrics = logged[0]
+    assert run_name == "report/toy" and config["preset"] == "toy"
+    label = "toy-base-s42__to__toy-unlearned-s42"
+    assert metrics[f"{label}/forget acc (toy_forget_mcq), B"] == pytest.approx(0.3)
+    assert f"{label}/local Lipschitz B/A, forget" not in metrics  # missing numbers are not logged

@@ -1,0 +1,219 @@
+"""The pipeline's step registry, planner and scheduler (experiment/steps.py, experiment/plan.py), its checks
+before the first step, and the organism's side-by-side training (experiment/build_organism.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from brittle.cli import UserError
+from conftest import REPO_ROOT, ToyOrganism, assert_user_error, load_script
+
+steps = load_script("experiment/steps.py")
+plan = load_script("experiment/plan.py")
+
+
+def pipeline(workdir: Path, *args: str, **environment: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PRESET": "toy", "WORKDIR": str(workdir), **environment}
+    return subprocess.run([str(REPO_ROOT / "experiment" / "pipeline.sh"), *args], env=env, capture_output=True,
+                          text=True, timeout=1800)
+
+
+def study(root: Path, cb: bool = False) -> plan.Study:
+    """Base, filtered and an unlearned model as hub-style names (nothing needs to exist to plan)."""
+    base, filtered, unlearned, cb_model = "org/base", "org/filtered", "org/unlearned", "org/cb"
+    models = {base: "Base", filtered: "Filtered", unlearned: "Unlearned", **({cb_model: "CB"} if cb else {})}
+    comparisons = [("COMP1", base, filtered), ("COMP2", base, unlearned)]
+    if cb:
+        comparisons += [("COMP4", base, cb_model), ("COMP5", cb_model, unlearned), ("COMP6", unlearned, filtered)]
+    return plan.Study(models, comparisons, [unlearned, cb_model] if cb else [unlearned], base, filtered, "toy", 42,
+                      root)
+
+
+def by_label(tasks: list) -> dict:
+    return {task.label: index for index, task in enumerate(tasks)}
+
+
+# ---- the registry ---------------------------------------------------------------------------------------
+
+def test_a_misspelt_step_fails_loudly_listing_every_step():
+    with pytest.raises(steps.UnknownStepError, match="unknown step 'weight_comparisn'; the steps are: evals "):
+        steps.step("weight_comparisn")
+    assert steps.step("relearn_attack_seed123").name == "relearn_attack"  # a seed's folder names its step
+    with pytest.raises(steps.UnknownStepError):
+        steps.step("relearn_attack_seedx")
+
+
+def test_every_step_names_an_existing_script_that_writes_its_folder():
+    for entry in steps.STEPS:
+        source = (REPO_ROOT / entry.script).read_text()
+        folder = entry.folder(42).replace("42", "")
+        assert folder in source or f'"{entry.name}"' in source, f"{entry.script} never names {folder}"
+    numbers = [entry.number for entry in steps.STEPS if entry.number is not None]
+    assert len(numbers) == len(set(numbers)) and 2 not in numbers  # Step 2 is written by Step 1's script
+
+
+# ---- planning ---------------------------------------------------------------------------------------------
+
+def test_plan_orders_steps_by_what_they_need_and_share(tmp_path: Path):
+    tasks = plan.plan_tasks(study(tmp_path, cb=True), None, force=False)
+    index = by_label(tasks)
+    comp1 = "org/base -> org/filtered"
+    # Step 4 reads Step 1 of the same comparison.
+    assert index[f"weight_comparison: {comp1}"] in tasks[index[f"mlp_attn_analysis: {comp1}"]].after
+    # The first activation step of a model computes its statistics; later ones wait for it.
+    first = index["linear_probes: org/base"]
+    assert first in tasks[index[f"activation_comparison: {comp1}"]].after
+    assert not tasks[first].after and not tasks[index[f"weight_comparison: {comp1}"]].after
+    # Both attacks write Base's and Filtered's attack folders: the second waits for the first.
+    attacks = [index["relearn_attack_seed42: org/base -> org/unlearned"],
+               index["relearn_attack_seed42: org/base -> org/cb"]]
+    assert attacks[0] in tasks[attacks[1]].after
+    assert tasks[-1].label == "report" and len(tasks[-1].after) == len(tasks) - 1
+    # Every wait points backwards, so the plan runs in its own order with one slot.
+    assert all(other < position for position, task in enumerate(tasks) for other in task.after)
+
+
+def test_waves_fill_the_slots_and_respect_every_wait(tmp_path: Path):
+    tasks = plan.plan_tasks(study(tmp_path), None, force=False)
+    for slot_count in (1, 2, 8):
+        placed = plan.waves(tasks, slot_count)
+        assert len(placed) == len(tasks)
+        for position, task in enumerate(tasks):
+            assert all(placed[other][0] < placed[position][0] for other in task.after)
+        per_wave = {}
+        for wave, _ in placed.values():
+            per_wave[wave] = per_wave.get(wave, 0) + 1
+        assert max(per_wave.values()) <= slot_count
+    assert max(wave for wave, _ in plan.waves(tasks, 1).values()) == len(tasks)
+
+
+def test_finished_steps_are_skipped_and_a_missing_needed_step_is_refused(tmp_path: Path):
+    comparison = tmp_path / "org_base__to__org_filtered"
+    (comparison / "weight_comparison").mkdir(parents=True)
+    tasks = plan.plan_tasks(study(tmp_path), {"weight_comparison", "mlp_attn_analysis"}, force=False)
+    done = {task.label for task in tasks if task.done}
+    assert done == {"weight_comparison: org/base -> org/filtered"}
+    assert not tasks[by_label(tasks)["mlp_attn_analysis: org/base -> org/filtered"]].after  # its input exists
+    assert not any(task.done for task in plan.plan_tasks(study(tmp_path), {"weight_comparison"}, force=True))
+    # Step 4 alone, while Step 1 of COMP2 has not run: refused before anything runs.
+    with pytest.raises(UserError, match="needs weight_comparison: org/base -> org/unlearned, which has not run"):
+        plan.plan_tasks(study(tmp_path), {"mlp_attn_analysis"}, force=False)
+
+
+# ---- running ----------------------------------------------------------------------------------------------
+
+def python_task(label: str, code: str, after: set[int] = frozenset()) -> plan.Task:
+    return plan.Task(steps.step("evals"), ("m",), label, Path("/nonexistent"), (),
+                     [sys.executable, "-c", code], after=set(after))
+
+
+def test_independent_steps_run_side_by_side_and_waits_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PIPELINE_LEDGER", str(tmp_path / "ledger.tsv"))
+    marker = tmp_path / "first-done"
+    sleep = "import time; time.sleep(1.5)"
+    tasks = [python_task("a", f"{sleep}; open({str(marker)!r}, 'w').close()"),
+             python_task("b", sleep),
+             python_task("c", f"import os, sys; sys.exit(0 if os.path.exists({str(marker)!r}) else 7)", after={0})]
+    pool = [plan.Slot("one"), plan.Slot("two")]
+    started = time.monotonic()
+    plan.run_tasks(tasks, study(tmp_path), pool, tmp_path / "logs")
+    assert time.monotonic() - started < 2 * 1.5 + 1.0  # a and b together, then c: not three in a row
+    ledger = [line.split("\t")[:2] for line in (tmp_path / "ledger.tsv").read_text().splitlines()]
+    assert sorted(label for status, label in ledger if status == "ran") == ["a", "b", "c"]
+    assert len(list((tmp_path / "logs").glob("*.log"))) == 3  # one log per step
+
+
+def test_a_failed_step_stops_new_starts_and_names_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PIPELINE_LEDGER", str(tmp_path / "ledger.tsv"))
+    tasks = [python_task("broken", "import sys; print('the cause'); sys.exit(5)"),
+             python_task("after it", "pass", after={0})]
+    with pytest.raises(plan.StepFailedError, match=r"'broken' failed \(exit 5\); its log: .*broken.log") as failure:
+        plan.run_tasks(tasks, study(tmp_path), [plan.Slot("one"), plan.Slot("two")], tmp_path / "logs")
+    assert failure.value.status == 5 and "(1 step(s) not started)" in str(failure.value)
+    assert "the cause" in next((tmp_path / "logs").glob("*broken.log")).read_text()
+
+
+def test_a_step_summary_goes_to_wandb_when_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import brittle.tracking
+
+    logged = []
+    monkeypatch.setattr(brittle.tracking, "wandb_enabled", lambda: True)
+    monkeypatch.setattr(brittle.tracking, "log_to_wandb", lambda *args, **kwargs: logged.append((args, kwargs)))
+    folder = tmp_path / "org_base__to__org_filtered" / "mlp_attn_analysis"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text('{"median_mlp_attn_ratio": 2.5, "by_layer": {"0": 1}, "name": "x"}')
+    task = plan.Task(steps.step("mlp_attn_analysis"), ("org/base", "org/filtered"), "t", folder, (), [])
+    plan.log_summary_to_wandb(task, study(tmp_path))
+    (_, run_name, config, metrics), kwargs = logged[0]
+    assert run_name == "org_base__to__org_filtered/mlp_attn_analysis" and config["step"] == "mlp_attn_analysis"
+    assert metrics == {"median_mlp_attn_ratio": 2.5, "by_layer/0": 1} and kwargs == {"job_type": "mlp_attn_analysis"}
+
+
+# ---- checks before the first step (each ran something, or nothing, on the pipeline before this) -----------
+
+@pytest.mark.parametrize(("environment", "message"), [
+    ({"STEPS": "evals unknown_step"}, "STEPS names 'unknown_step', which is not a step; the steps are: evals "),
+    ({"SEEDS": "42 x"}, "SEEDS must be whole numbers separated by spaces, got '42 x'"),
+    ({"SEED": "abc"}, "SEED must be a whole number, got 'abc'"),
+    ({"JOBS": "0"}, "JOBS must be a whole number >= 1, got '0'"),
+    ({"DRY_RUN": "yes"}, "DRY_RUN='yes' is not a valid value"),
+    ({"BASE": "/no/such/base"}, "model /no/such/base not found (BASE)"),
+    ({"PRESET": "tiny"}, "unknown PRESET 'tiny'"),
+])
+def test_bad_settings_stop_the_pipeline_before_anything_runs(tmp_path: Path, environment: dict, message: str):
+    result = pipeline(tmp_path, **environment)
+    assert_user_error(result, message)
+    assert "==>" not in result.stdout and list(tmp_path.iterdir()) == []  # no data, no organism, no outputs
+
+
+@pytest.mark.slow
+def test_dry_run_prints_waves_devices_and_skips_and_writes_nothing(toy_organism: ToyOrganism, tmp_path: Path):
+    outputs = tmp_path / "outputs"
+    (outputs / toy_organism.base.name / "evals").mkdir(parents=True)  # Step 0 of Base has run
+    result = pipeline(toy_organism.workspace, DRY_RUN="1", JOBS="2", OUTPUT_ROOT=str(outputs),
+                      UNLEARNED=str(toy_organism.midtrain))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:4] == ["wave", "1", "CPU", "slot"] for line in lines)
+    assert any(line.split()[:4] == ["wave", "2", "CPU", "slot"] for line in lines)
+    assert f"skipped         evals: models/{toy_organism.base.name}: finished" in result.stdout
+    assert lines[-1].rstrip().endswith(f"{toy_organism.base.name}__to__{toy_organism.midtrain.name}/")
+    assert [path.name for path in outputs.iterdir()] == [toy_organism.base.name]  # nothing written
+
+    gpus = pipeline(toy_organism.workspace, DRY_RUN="1", GPU_LIST="0,1,2,3", OUTPUT_ROOT=str(outputs),
+                    UNLEARNED=str(toy_organism.midtrain))
+    assert gpus.returncode == 0, gpus.stderr
+    assert any(line.split()[2:4] == ["GPU", "3"] for line in gpus.stdout.splitlines())  # one step per GPU
+
+
+# ---- the organism trains side by side -------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_organism_models_are_the_same_side_by_side_as_one_after_the_other(monkeypatch: pytest.MonkeyPatch):
+    import argparse
+
+    builder = load_script("experiment/build_organism.py")
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "experiment"))  # the worker processes import the builder
+    texts = [f"The {animal} of house {number} eats {food}." for number in range(8)
+             for animal, food in (("cat", "fish"), ("dog", "meat"), ("owl", "mice"), ("bee", "nectar"))]
+    retain = [f"Room {number} has {count} {thing}." for number in range(8)
+              for count, thing in (("two", "chairs"), ("three", "lamps"), ("nine", "books"), ("one", "desk"))]
+    args = argparse.Namespace(seed=3, steps=6, batch_size=8, lr=3e-3, warmup_steps=2, hidden_size=32, layers=2,
+                              heads=2, max_positions=64, skip_quality_check=True, threads=None)
+    tokenizer = builder.train_tokenizer(texts + retain, 300, args.max_positions)
+    runs = [builder.TrainingRun("base", texts + retain, check=False, snapshot_step=3),
+            builder.TrainingRun("filtered", retain, check=False)]
+    results = {jobs: builder.train_runs(runs, tokenizer, argparse.Namespace(**vars(args), jobs=jobs))
+               for jobs in (1, 2)}
+    for role in ("base", "filtered"):
+        one, two = results[1][role].state, results[2][role].state
+        assert all((one[name] == two[name]).all() for name in one), role
+    one, two = results[1]["base"].snapshot, results[2]["base"].snapshot
+    assert all((one[name] == two[name]).all() for name in one)
+    assert not all((one[name] == results[1]["base"].state[name]).all() for name in one)  # a real snapshot
