@@ -41,7 +41,10 @@ MODEL_METADATA_FILES = ("config.json", "generation_config.json", "tokenizer.json
                         "special_tokens_map.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 # Flags that say where or how loudly a result is written, not what it is.
 BOOKKEEPING_ARGUMENTS = frozenset({"force", "outdir", "output_root", "plot_dir", "device", "wandb_project",
-                                   "wandb_name", "check_only", "print_outdir", "check_baseline_only"})
+                                   "wandb_name", "check_only", "print_outdir", "check_baseline_only", "cache_dir",
+                                   "no_cache"})
+# Text-file arguments of the steps and the preset field that is their default when unset.
+STEP_DATA_ARGUMENTS = {"forget_text": "forget_text", "retain_text": "retain_text", "questions": "forget_questions"}
 
 
 def _sha256_file(path: Path) -> str:
@@ -238,6 +241,21 @@ class Identity:
                 f"{name} {before_settings.get(name)!r} -> {self.settings.get(name)!r}" for name in changed[:4])
                 + (f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""))
         return reasons
+
+
+def step_identity(args: Any, *models: str, data: Mapping[str, str | Path | None] = (), **settings: Any) -> Identity:
+    """The identity of a diagnostic step: the model arguments `models` (e.g. "model_a", "model_b"), its
+    text files (`--forget-text`, `--retain-text`, `--questions`, or the preset's when unset), `data`
+    (e.g. an earlier step's folder it reads) and every other argument as a setting."""
+    from brittle.presets import get_preset
+
+    values = vars(args)
+    present = [name for name in STEP_DATA_ARGUMENTS if name in values]
+    preset = get_preset(values["preset"], values.get("seed", 42)) if present and "preset" in values else None
+    files = {name: values[name] or (getattr(preset, STEP_DATA_ARGUMENTS[name]) if preset else None)
+             for name in present}
+    return Identity.from_arguments(args, models=models, extra_data={**files, **dict(data)}, ignore=present,
+                                   **settings)
 
 
 def read_identity(folder: str | Path) -> dict[str, Any] | None:

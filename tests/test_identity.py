@@ -309,6 +309,22 @@ def test_mmlu_is_a_seeded_uniform_sample_over_its_subjects():
     assert len(first["mmlu_subject_56"]) > 2 * len(first["mmlu_subject_0"])
 
 
+def test_a_group_task_is_scored_on_a_seeded_sample_of_its_questions(toy_organism: ToyOrganism, tmp_path: Path):
+    from brittle.evaluation import evaluate_model
+    from brittle.models import load_model_and_tokenizer
+
+    group = tmp_path / "group"
+    group.mkdir()
+    (group / "toy_group.yaml").write_text("group: toy_group\ntask:\n  - toy_forget_mcq_t\n  - toy_forget_mcq_v\n"
+                                          "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\n")
+    model, tokenizer = load_model_and_tokenizer(str(toy_organism.base), device="cpu")
+    summary = evaluate_model(model, tokenizer, ["toy_group"], [toy_organism.data / "tasks", group], mmlu_limit=12,
+                             seed=1, sampled_groups=("toy_group",))
+    assert summary["toy_group"]["samples"] == 12
+    assert sum(summary[name]["samples"] for name in ("toy_forget_mcq_t", "toy_forget_mcq_v") if name in summary) == 12
+    assert 0 <= summary["toy_group"]["acc"] <= 1
+
+
 def wmdp_rows(count: int) -> list[dict]:
     """Rows in cais/wmdp's schema (question, choices, answer), with near-duplicate pairs."""
     rows = []
