@@ -1,15 +1,19 @@
 """Command-line conventions shared by every script: common flags and one-line user errors.
 
-Every script's entry point is `run_cli(main)`. A `UserError` raised anywhere below it (a missing
-model, an empty text file, an unknown method) ends the program with one line on stderr that names
-the problem and the fix, and exit code 2 - never a traceback for something the user can correct.
+Every script's entry point is `run_cli(main)`. It loads `.env` first (secrets such as HF_TOKEN and
+WANDB_API_KEY; never printed). A `UserError` raised anywhere below it (a missing model, an empty text
+file, an unknown method) ends the program with one line on stderr that names the problem and the fix,
+and exit code 2 - never a traceback for something the user can correct. A bad flag value
+(`--seed abc`) is one such line too, not argparse's full usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -18,10 +22,31 @@ class UserError(Exception):
     """A problem with the user's input or environment, reported as a single line."""
 
 
-def run_cli(main: Callable[[], None]) -> None:
-    """Run a script's `main`, turning `UserError` into one line on stderr and a non-zero exit."""
+def _one_line_argument_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    """argparse's error, as one line naming the flag and where to read the usage."""
+    print(f"error: {parser.prog}: {message} (see {parser.prog} --help)", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT_CODE)
+
+
+@contextmanager
+def one_line_argument_errors() -> Iterator[None]:
+    """While active, every argparse parser reports a bad flag in one line instead of its whole usage."""
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _one_line_argument_error
     try:
-        main()
+        yield
+    finally:
+        argparse.ArgumentParser.error = original
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a script's `main` after loading `.env`; `UserError` and bad flags become one line and exit 2."""
+    from brittle.tracking import load_environment
+
+    load_environment()
+    try:
+        with one_line_argument_errors():
+            main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)

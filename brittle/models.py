@@ -2,11 +2,14 @@
 
 `load_model("EleutherAI/deep-ignorance-unfiltered")` and `load_model("models/toy-base-s42")` take
 exactly the same path (`from_pretrained`); only the name differs. A name that is neither an existing
-folder nor loadable from the hub ends in one `UserError` line instead of a transformers traceback.
+folder nor loadable from the hub, or a folder whose safetensors files are truncated or corrupt, ends in
+one `UserError` line instead of a transformers traceback.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import torch
@@ -31,6 +34,8 @@ def check_model_reference(name: str) -> None:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise UserError(f"model folder {name} has no config.json; is it a Hugging Face model folder?")
+        for weights in sorted(path.glob("*.safetensors")):
+            check_safetensors_file(weights)
         return
     if looks_like_local_path(name) or path.exists():
         raise UserError(f"model {name} not found: no such folder. Check the path, or build the toy "
@@ -39,6 +44,32 @@ def check_model_reference(name: str) -> None:
         AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
         raise model_load_error(name, error) from error
+
+
+def check_safetensors_file(path: Path) -> None:
+    """A `UserError` unless `path` is a whole safetensors file: its header parses and its tensors end
+    exactly at the end of the file (a copy or download cut short fails here, in a millisecond).
+
+    Layout: 8 bytes little-endian header length N, N bytes of JSON {name: {dtype, shape,
+    data_offsets: [begin, end]}, "__metadata__": ...}, then the tensor bytes.
+    """
+    size = path.stat().st_size
+    problem = None
+    try:
+        with open(path, "rb") as file:
+            (header_length,) = struct.unpack("<Q", file.read(8))
+            if 8 + header_length > size:
+                problem = f"its header needs {header_length} bytes, the file has {size}"
+            else:
+                header = json.loads(file.read(header_length))
+                end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
+                          default=0)
+                if 8 + header_length + end != size:
+                    problem = f"its tensors need {8 + header_length + end} bytes, the file has {size}"
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as error:
+        problem = f"its header cannot be read ({type(error).__name__})"
+    if problem:
+        raise UserError(f"{path} is truncated or corrupt ({problem}); copy, download or save the model again")
 
 
 def model_load_error(name: str, error: Exception) -> UserError:

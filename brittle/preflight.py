@@ -2,8 +2,10 @@
 
 Unlearning and the relearning attack only mean something for a base model that knows what is to be
 removed. The check compares base's forget accuracy with a threshold (`BASELINE_MIN_FORGET_ACC`; 0
-disables it). The accuracy comes from Step 0 when that has run (`brittle.evaluation.step0_accuracy`, no
-model load), otherwise the caller measures it (experiment/relearn_attack.py --check-baseline-only).
+disables it). The accuracy comes from Step 0 when that has run on this very model
+(`brittle.evaluation.step0_accuracy` checks its recorded identity: a Step 0 of another model with the same
+folder name is not used), otherwise the caller measures it (experiment/relearn_attack.py
+--check-baseline-only).
 """
 
 from __future__ import annotations

@@ -13,12 +13,12 @@ Torch-free on purpose: unlearn.py names (and skips) runs without importing torch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 
 from brittle.cli import UserError
+from brittle.identity import content_fingerprint
 from brittle.outputs import model_slug
 from brittle.texts import read_texts
 
@@ -44,7 +44,11 @@ def read_sample_weights(path: str | Path, data_path: str | Path, what: str) -> l
             continue
         try:
             record = json.loads(line)
-            weight = float(record["weight"] if isinstance(record, dict) else record)
+            value = record["weight"] if isinstance(record, dict) else record
+            # JSON true/false and "1.5" would pass float(); a weight must be a JSON number.
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"not a number: {value!r}")
+            weight = float(value)
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{what} weights {path} line {number} is not a weight: expected "
                             f'{{"weight": <number>}}, got {line[:60]!r}') from None
@@ -61,7 +65,4 @@ def read_sample_weights(path: str | Path, data_path: str | Path, what: str) -> l
 
 def weights_fingerprint(*paths: str | Path) -> str:
     """Six hex digits of the files' contents: runs with different weights get different folder names."""
-    digest = hashlib.sha1()
-    for path in paths:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:6]
+    return content_fingerprint(*paths)

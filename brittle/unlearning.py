@@ -147,7 +147,7 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
           f"gap {format_nll(before['gap'])} -> {format_nll(after['gap'])}  ({result.seconds:.1f} s training)")
 
     # -- save, evaluate, mark complete ---------------------------------------------------------------
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=plan.identity) as staging:
         if args.no_save:
             model.config.save_pretrained(staging)  # the architecture, without the weights
         else:

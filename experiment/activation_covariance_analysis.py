@@ -54,6 +54,7 @@ from brittle.activations import (
     step_inputs,
 )
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.identity import step_identity
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.runtime import resolve_device, seed_everything
@@ -110,7 +111,9 @@ def main() -> None:
 
     outdir = Path(args.outdir or comparison_step_dir(args.model_a, args.model_b, "activation_covariance",
                                                      args.output_root))
-    if skip_if_complete(outdir, args.force, what=f"Step 9 activation covariance {args.model_a} -> {args.model_b}"):
+    identity = step_identity(args, "model_a", "model_b")
+    if skip_if_complete(outdir, args.force, what=f"Step 9 activation covariance {args.model_a} -> {args.model_b}",
+                        identity=identity):
         return
     files, texts = step_inputs(args, args.model_a, args.model_b)
     settings = activation_settings(args)
@@ -145,7 +148,7 @@ def main() -> None:
         print(store.summary())
 
     names = {role: Path(model).name for role, model in models.items()}
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_csv(staging / "covariance_results.csv", rows, COLUMNS)
         write_csv(staging / "selectivity.csv", selectivity_rows, SELECTIVITY_COLUMNS)
         buffer = io.BytesIO()

@@ -52,6 +52,7 @@ from brittle.activations import (
     step_inputs,
 )
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.identity import step_identity
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.runtime import seed_everything
@@ -104,7 +105,9 @@ def main() -> None:
 
     outdir = Path(args.outdir or comparison_step_dir(args.model_a, args.model_b, "activation_separation",
                                                      args.output_root))
-    if skip_if_complete(outdir, args.force, what=f"Step 8 activation separation {args.model_a} -> {args.model_b}"):
+    identity = step_identity(args, "model_a", "model_b")
+    if skip_if_complete(outdir, args.force, what=f"Step 8 activation separation {args.model_a} -> {args.model_b}",
+                        identity=identity):
         return
     files, texts = step_inputs(args, args.model_a, args.model_b)
     if min(len(split_texts) for split_texts in texts.values()) < 2:
@@ -128,7 +131,7 @@ def main() -> None:
         print(store.summary())
 
     names = {role: Path(model).name for role, model in models.items()}
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_csv(staging / "separation_results.csv", rows, COLUMNS)
         layers = [row["layer"] for row in rows]
         title = f"Forget vs retain separation: {names['model_a']} → {names['model_b']}"

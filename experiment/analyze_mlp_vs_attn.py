@@ -38,6 +38,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.identity import step_identity
 from brittle.outputs import (
     comparison_step_dir,
     comparison_title,
@@ -179,7 +180,9 @@ def plot_component_shares(path: Path, title: str, shares: list[dict]) -> None:
 
 def main() -> None:
     args = parse_arguments()
-    if skip_if_complete(args.outdir, args.force, what=f"Step 4 MLP vs attention of {args.model_b} vs {args.model_a}"):
+    identity = step_identity(args, "model_a", "model_b", data={"step1": args.weight_comparison_dir})
+    if skip_if_complete(args.outdir, args.force, what=f"Step 4 MLP vs attention of {args.model_b} vs {args.model_a}",
+                        identity=identity):
         return
     per_layer = read_step1_table(args.weight_comparison_dir, "per_layer.csv", args.model_a, args.model_b)
     per_component = read_step1_table(args.weight_comparison_dir, "per_component.csv", args.model_a, args.model_b)
@@ -192,7 +195,7 @@ def main() -> None:
 
     title = comparison_title(args.model_a, args.model_b)
     x_values = [row["layer"] for row in layers]
-    with staged_directory(args.outdir) as staging:
+    with staged_directory(args.outdir, identity=identity) as staging:
         write_csv(staging / "mlp_attn_summary.csv", layers)
         write_csv(staging / "component_shares.csv", shares)
         write_json(staging / "summary.json", summary)

@@ -46,6 +46,7 @@ from brittle.activations import (
     step_inputs,
 )
 from brittle.cli import add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.identity import step_identity
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.runtime import seed_everything
@@ -96,7 +97,9 @@ def main() -> None:
     outdir = Path(args.outdir or comparison_step_dir(args.model_a, args.model_b, "activation_comparison",
                                                      args.output_root))
     plots_dir = outdir.parent / "activation_plots"
-    if skip_if_complete(outdir, args.force, what=f"Step 3 activation norms {args.model_a} -> {args.model_b}"):
+    identity = step_identity(args, "model_a", "model_b")
+    if skip_if_complete(outdir, args.force, what=f"Step 3 activation norms {args.model_a} -> {args.model_b}",
+                        identity=identity):
         return
     files, texts = step_inputs(args, args.model_a, args.model_b)
     settings = activation_settings(args)
@@ -114,7 +117,8 @@ def main() -> None:
         details = run_details(args, store, files, texts)
         print(store.summary())
 
-    with staged_directory(outdir) as staging, staged_directory(plots_dir) as plots_staging:
+    with staged_directory(outdir, identity=identity) as staging, \
+            staged_directory(plots_dir, identity=identity) as plots_staging:
         write_csv(staging / "activation_comparison.csv", rows, COLUMNS)
         plot_norms(plots_staging, rows, list(texts), Path(args.model_a).name, Path(args.model_b).name)
         by_split = {split: [row for row in rows if row["split"] == split] for split in texts}

@@ -51,6 +51,7 @@ from torch import Tensor
 
 from brittle.architecture import split_fused_qkv
 from brittle.cli import add_comparison_arguments, add_output_arguments, add_runtime_arguments, positive_int, run_cli
+from brittle.identity import step_identity
 from brittle.matrix_metrics import energy_rank, frobenius_norm, ratio, spectral_norm, stable_rank
 from brittle.outputs import (
     comparison_step_dir,
@@ -237,8 +238,10 @@ def mean_by_layer(rows: Sequence[dict], column: str) -> tuple[list[int], list[fl
 
 def main() -> None:
     args = parse_arguments()
+    identity = step_identity(args, "model_a", "model_b")
     if args.outdir.exists() and args.plot_dir.exists() and skip_if_complete(
-            args.outdir, args.force, what=f"Step 1 weight comparison of {args.model_b} vs {args.model_a}"):
+            args.outdir, args.force, what=f"Step 1 weight comparison of {args.model_b} vs {args.model_a}",
+            identity=identity):
         return
     checkpoint_a, checkpoint_b = open_checkpoint_pair(args.model_a, args.model_b)
     device, dtype = resolve_device(args.device), computation_dtype(args.dtype)
@@ -281,7 +284,8 @@ def main() -> None:
     }
 
     title = comparison_title(args.model_a, args.model_b)
-    with staged_directory(args.outdir) as staging, staged_directory(args.plot_dir) as plot_staging:
+    with staged_directory(args.outdir, identity=identity) as staging, \
+            staged_directory(args.plot_dir, identity=identity) as plot_staging:
         # The plots are published first and the CSV folder last: its existence marks the step as done.
         write_csv(staging / "per_matrix.csv", per_matrix, [*PER_MATRIX_COLUMNS, *empirical_columns])
         write_csv(staging / "per_layer.csv", per_layer, ["layer", "group", *aggregate_columns])

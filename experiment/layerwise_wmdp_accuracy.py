@@ -68,6 +68,7 @@ from brittle.activations import (
 from brittle.architecture import final_norm
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.evaluation import step0_accuracy
+from brittle.identity import step_identity
 from brittle.models import check_model_reference
 from brittle.multiple_choice import (
     EncodedChoice,
@@ -313,8 +314,10 @@ def main() -> None:
         name = f"wmdp_{lens}_lens"
         return Path(args.outdir) / name if args.outdir else model_step_dir(args.model, name, args.output_root)
 
+    identity = step_identity(args, "model", lens=None)  # one record for both lens folders: --lens only picks them
     lenses = [lens for lens in LENSES[args.lens]
-              if not skip_if_complete(lens_folder(lens), args.force, what=f"Step 6 {lens} lens of {args.model}")]
+              if not skip_if_complete(lens_folder(lens), args.force, what=f"Step 6 {lens} lens of {args.model}",
+                                      identity=identity)]
     if not lenses:
         return
     if not 0 < args.validation_fraction < 1:
@@ -377,7 +380,7 @@ def main() -> None:
                               if lens_name == "tuned" else None),
             "heldout_tokens": len(validation_rows), **details,
         }
-        with staged_directory(lens_folder(lens_name)) as staging:
+        with staged_directory(lens_folder(lens_name), identity=identity) as staging:
             write_lens_results(staging, lens_name, rows, summary, args.model)
         accuracies = " ".join(f"{row['accuracy']:.3f}" for row in rows)
         print(f"  {lens_name} lens accuracy by layer: {accuracies} (chance {chance:.2f}"

@@ -51,6 +51,7 @@ from brittle.activations import (
     step_inputs,
 )
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.identity import step_identity
 from brittle.outputs import model_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
 from brittle.runtime import seed_everything
@@ -92,7 +93,8 @@ def main() -> None:
     args = parser.parse_args()
 
     outdir = Path(args.outdir or model_step_dir(args.model, "linear_probes", args.output_root))
-    if skip_if_complete(outdir, args.force, what=f"Step 5 linear probes of {args.model}"):
+    identity = step_identity(args, "model")
+    if skip_if_complete(outdir, args.force, what=f"Step 5 linear probes of {args.model}", identity=identity):
         return
     if not 0 < args.test_fraction < 1:
         raise UserError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
@@ -116,7 +118,7 @@ def main() -> None:
         print(store.summary())
 
     best = max(rows, key=lambda row: (row["auc"], row["accuracy"]))
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_csv(staging / "probe_results.csv", rows, COLUMNS)
         layers = [row["layer"] for row in rows]
         plot_by_layer(staging / "probe_accuracy.png", f"Forget-vs-retain linear probes: {Path(args.model).name}",

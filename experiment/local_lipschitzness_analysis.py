@@ -59,6 +59,7 @@ from brittle.activations import (
     tokenize_texts,
 )
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.identity import step_identity
 from brittle.models import input_device, load_model, load_tokenizer
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import save_figure
@@ -157,7 +158,9 @@ def main() -> None:
     args = parser.parse_args()
 
     outdir = Path(args.outdir or comparison_step_dir(args.model_a, args.model_b, "lipschitzness", args.output_root))
-    if skip_if_complete(outdir, args.force, what=f"Step 12 local Lipschitzness {args.model_a} -> {args.model_b}"):
+    identity = step_identity(args, "model_a", "model_b")
+    if skip_if_complete(outdir, args.force, what=f"Step 12 local Lipschitzness {args.model_a} -> {args.model_b}",
+                        identity=identity):
         return
     if not args.epsilon > 0 or args.num_perturbations < 1:
         raise UserError("--epsilon must be positive and --num-perturbations at least 1")
@@ -195,7 +198,7 @@ def main() -> None:
               for split in texts}
     names = {role: Path(model_name).name for role, model_name in models.items()}
     forward_passes = len(models) * len(texts) * (1 + args.num_perturbations)
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_csv(staging / "lipschitz_results.csv", rows, COLUMNS)
         plot_sensitivity(staging / "lipschitzness.png", rows, names)
         write_json(staging / "summary.json", {

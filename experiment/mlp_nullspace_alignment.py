@@ -43,6 +43,7 @@ from pathlib import Path
 
 from brittle.architecture import parameter_role
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.identity import step_identity
 from brittle.matrix_metrics import frobenius_norm, ratio, split_by_column_space, split_by_row_space
 from brittle.outputs import (
     comparison_step_dir,
@@ -132,7 +133,8 @@ def series_by_component(rows: list[dict], column: str) -> dict[str, tuple[list[i
 def main() -> None:
     args = parse_arguments()
     what = f"Step 10 MLP nullspace alignment of {args.model_b} vs {args.model_a}"
-    if skip_if_complete(args.outdir, args.force, what=what):
+    identity = step_identity(args, "model_a", "model_b")
+    if skip_if_complete(args.outdir, args.force, what=what, identity=identity):
         return
     checkpoint_a, checkpoint_b = open_checkpoint_pair(args.model_a, args.model_b)
     device, dtype = resolve_device(args.device), computation_dtype(args.dtype)
@@ -160,7 +162,7 @@ def main() -> None:
 
     title = comparison_title(args.model_a, args.model_b)
     x_values = [row["layer"] for row in layers]
-    with staged_directory(args.outdir) as staging:
+    with staged_directory(args.outdir, identity=identity) as staging:
         write_csv(staging / "mlp_nullspace_results.csv", rows)
         write_csv(staging / "mlp_nullspace_by_layer.csv", layers)
         write_json(staging / "summary.json", summary)

@@ -53,6 +53,7 @@ from brittle.cli import (
     positive_int,
     run_cli,
 )
+from brittle.identity import step_identity
 from brittle.matrix_metrics import energy_rank, grassmann_distance, subspace_alignment, top_k_energy_ratio
 from brittle.outputs import (
     comparison_step_dir,
@@ -149,7 +150,8 @@ def _nanmean(values: list[float]) -> float:
 def main() -> None:
     args = parse_arguments()
     what = f"Step 7 null-space analysis of {args.model_b} vs {args.model_a}"
-    if skip_if_complete(args.outdir, args.force, what=what):
+    identity = step_identity(args, "model_a", "model_b")
+    if skip_if_complete(args.outdir, args.force, what=what, identity=identity):
         return
     checkpoint_a, checkpoint_b = open_checkpoint_pair(args.model_a, args.model_b)
     device, dtype = resolve_device(args.device), computation_dtype(args.dtype)
@@ -171,7 +173,7 @@ def main() -> None:
                "means": summarise(rows), "seconds": round(seconds, 1)}
 
     title = comparison_title(args.model_a, args.model_b)
-    with staged_directory(args.outdir) as staging:
+    with staged_directory(args.outdir, identity=identity) as staging:
         write_csv(staging / "null_space_results.csv", rows)
         write_json(staging / "summary.json", summary)
         plot_by_layer(staging / "energy_ratio.png", f"Energy of ΔW in its top {args.top_k} directions: {title}",

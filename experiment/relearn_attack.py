@@ -28,7 +28,7 @@ A pre-flight check first verifies that the base model knows the forget facts (ac
 least `--baseline-min-forget-acc`; 0 disables it): without that there is nothing to unlearn or recover.
 
 Outputs:
-    outputs/<model>/relearn_attack_seed<S>/          per attacked model: runs.csv, settings.json, plot
+    outputs/<model>/relearn_attack_seed<S>/          per attacked model: runs.csv, identity.json, plot
     outputs/<base>__to__<unlearned>/relearn_attack_seed<S>/   summary.csv (one row), conditions.csv,
                                                      attack_curves.png
 
@@ -39,9 +39,11 @@ Outputs:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ from tqdm import tqdm
 
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
 from brittle.evaluation import step0_accuracy
+from brittle.identity import Identity, read_identity
 from brittle.models import check_model_reference, load_model_and_tokenizer
 from brittle.multiple_choice import multiple_choice_accuracy
 from brittle.outputs import (
@@ -59,7 +62,6 @@ from brittle.outputs import (
     skip_if_complete,
     staged_directory,
     write_csv,
-    write_json,
 )
 from brittle.plotting import figure_and_axes, save_figure
 from brittle.preflight import check_forget_baseline
@@ -161,26 +163,35 @@ def attack(model_name: str, train: list[dict], evaluate: list[dict], rates: list
 
 def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
                   args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The attack on one model, computed once per (model, settings) and kept in its own folder.
+    """The attack on one model, computed once per (model, questions, settings) and kept in its own folder.
 
-    Base and filtered are attacked identically for every unlearned model, so their runs are reused.
+    Base and filtered are attacked identically for every unlearned model, so their runs are reused -
+    but only when the folder records this very model (its weights' fingerprint, not its folder name),
+    the same T and V questions and the same settings.
     """
     folder = model_step_dir(model_name, f"relearn_attack_seed{args.seed}", args.output_root)
     settings = {"learning_rates": rates, "epochs": args.epochs, "batch_size": args.batch_size,
-                "max_length": args.max_length, "seed": args.seed, "train_questions": len(train),
-                "eval_questions": len(evaluate)}
-    settings_file = folder / "settings.json"
-    if folder.exists() and not args.force and json.loads(settings_file.read_text()) == settings:
+                "max_length": args.max_length, "seed": args.seed, "dtype": args.dtype,
+                "train_questions": question_digest(train), "eval_questions": question_digest(evaluate)}
+    identity = Identity.of(models={"model": model_name}, settings=settings)
+    reasons = identity.differences(read_identity(folder)) if folder.exists() else ["none yet"]
+    if not reasons and not args.force:
         print(f"reusing the attack on {model_name} ({folder})")
-        return [{**row, **{key: float(row[key]) for key in ("lr", "v_accuracy", "t_accuracy")},
+        return [{**row, "model": model_name, **{key: float(row[key]) for key in ("lr", "v_accuracy", "t_accuracy")},
                  "epoch": int(row["epoch"]), "step": int(row["step"])} for row in read_csv(folder / "runs.csv")]
+    if folder.exists() and not args.force:
+        print(f"note: not reusing {folder}: {'; '.join(reasons)}; attacking {model_name} again", file=sys.stderr)
     rows = attack(model_name, train, evaluate, rates, args)
-    with staged_directory(folder) as staging:
+    with staged_directory(folder, identity=identity) as staging:
         write_csv(staging / "runs.csv", rows, RUN_COLUMNS)
-        write_json(staging / "settings.json", settings)
         plot_attack(staging / "relearning_curves.png", f"RTT on {Path(model_name).name}: V accuracy per learning rate",
                     {f"lr {lr:g}": [row for row in rows if row["lr"] == lr] for lr in rates})
     return rows
+
+
+def question_digest(questions: list[dict[str, Any]]) -> str:
+    """A short hash of a question list's content: the same count of other questions is another attack."""
+    return hashlib.sha256(json.dumps(questions, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def before_attack(rows: list[dict[str, Any]]) -> float:
@@ -308,7 +319,9 @@ def main(argv: list[str] | None = None) -> None:
 
     outdir = args.outdir or comparison_step_dir(args.model_a, args.model_b, f"relearn_attack_seed{args.seed}",
                                                 args.output_root)
-    if skip_if_complete(outdir, args.force, what=f"relearning attack on {args.model_b}"):
+    identity = Identity.from_arguments(args, models=["model_a", "model_b", "filtered"],
+                                       data=["train_questions", "eval_questions"], learning_rates=rates)
+    if skip_if_complete(outdir, args.force, what=f"relearning attack on {args.model_b}", identity=identity):
         return
     check_baseline(args.model_a, train + evaluate, args.baseline_min_forget_acc, args)
 
@@ -334,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         {"condition": "F", "model": args.filtered, "attack": "RTT", "v_accuracy": f, "best_lr": best["F"]["lr"],
          "best_epoch": best["F"]["epoch"]},
     ]
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_csv(staging / "summary.csv", [summary], SUMMARY_COLUMNS)
         write_csv(staging / "conditions.csv", conditions, ["condition", "model", "attack", "v_accuracy", "best_lr",
                                                            "best_epoch"])

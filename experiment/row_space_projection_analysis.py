@@ -55,6 +55,7 @@ from brittle.activations import (
 )
 from brittle.architecture import as_output_by_input, parameter_role
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
+from brittle.identity import step_identity
 from brittle.models import load_model
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
@@ -125,7 +126,9 @@ def main() -> None:
 
     outdir = Path(args.outdir or comparison_step_dir(args.model_a, args.model_b, "row_space_projection",
                                                      args.output_root))
-    if skip_if_complete(outdir, args.force, what=f"Step 11 row-space projection {args.model_a} -> {args.model_b}"):
+    identity = step_identity(args, "model_a", "model_b")
+    if skip_if_complete(outdir, args.force, what=f"Step 11 row-space projection {args.model_a} -> {args.model_b}",
+                        identity=identity):
         return
     if args.top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {args.top_k}")
@@ -163,7 +166,7 @@ def main() -> None:
         print(store.summary())
 
     names = {role: Path(model).name for role, model in models.items()}
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_csv(staging / "projection_results.csv", rows, COLUMNS)
         layers = [row["layer"] for row in rows]
         plot_by_layer(staging / "row_space_projection.png",

@@ -34,6 +34,7 @@ from brittle.inference import (
 )
 from brittle.models import load_model_and_tokenizer
 from brittle.presets import get_preset
+from brittle.tracking import load_environment
 
 logger = logging.getLogger("brittle.infer.app")
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
@@ -269,6 +270,7 @@ def show_comparison(comparison: Comparison) -> None:
 
 
 def main() -> None:
+    load_environment()  # HF_TOKEN for gated hub models; Streamlit runs this file without run_cli
     st.set_page_config(page_title="Compare models · brittle", page_icon="🧪", layout="wide")
     st.title("Compare models side by side")
     names, device, dtype, generation = sidebar()

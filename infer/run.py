@@ -23,6 +23,8 @@ from pathlib import Path
 
 from streamlit.web import cli as streamlit_cli
 
+from brittle.cli import run_cli
+
 APP = Path(__file__).resolve().with_name("app.py")
 
 
@@ -44,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -227,7 +227,7 @@ def test_rapidun_needs_lora_and_finds_its_weights_beside_the_data(data_files, tm
     fingerprint = sample_weights.weights_fingerprint(folder / "forget_weights.jsonl", folder / "retain_weights.jsonl")
     # RapidUn's published defaults: 2 epochs, lr 6e-5, batch 1, ascent 1.0, descent 0.5, 3:1, LoRA rank 16.
     assert name == ("EleutherAI_deep-ignorance-unfiltered__rapidun__ep2_lr6e-05_bs1_aa1.0_db0.5_mr3-1_lora16_"
-                    f"w{fingerprint}")
+                    f"d{unlearn.data_fingerprint(forget, retain)}_w{fingerprint}")  # d: not the preset's data
     with pytest.raises(UserError, match="rapidun trains LoRA adapters"):
         unlearn.resolve_settings(unlearn.parse_arguments([*base, "--lora-rank", "0"]), get_preset("real"))
     other = unlearn.parse_arguments(["--method", "grad_diff", "--mix-ratio", "3:1"])

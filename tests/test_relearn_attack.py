@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from brittle.cli import UserError
-from brittle.outputs import read_csv, read_jsonl
+from brittle.identity import IDENTITY_FILE, Identity
+from brittle.outputs import read_csv, read_jsonl, write_json
 from conftest import ToyOrganism, assert_user_error, load_script, run_script
 
 relearn = load_script("experiment/relearn_attack.py")
@@ -58,6 +59,7 @@ def test_pre_flight_reads_step_0_instead_of_loading_the_model(tmp_path: Path, ca
     summary = tmp_path / "outputs" / "example-org_never-loaded" / "evals" / "summary.json"
     summary.parent.mkdir(parents=True)
     settings = SimpleNamespace(forget_task="toy_forget_mcq", output_root=tmp_path / "outputs")
+    write_json(summary.parent / IDENTITY_FILE, Identity.of(models={"model": base}).record())  # Step 0 of this model
     summary.write_text(json.dumps({"toy_forget_mcq": {"acc": 0.31}}))
     with pytest.raises(UserError, match=r"answers only 0\.310 .*Step 0's toy_forget_mcq"):
         relearn.check_baseline(base, [], 0.5, settings)
@@ -139,5 +141,6 @@ def test_attack_on_the_organism_writes_conditions_and_recovery(toy_organism: Toy
     for model in (toy_organism.base, toy_organism.filtered, finetuned_base):
         runs = read_csv(tmp_path / model.name / "relearn_attack_seed42" / "runs.csv")
         assert [int(run["epoch"]) for run in runs] == [0, 1]
-        settings = json.loads((tmp_path / model.name / "relearn_attack_seed42" / "settings.json").read_text())
-        assert settings["learning_rates"] == [1e-3]
+        identity = json.loads((tmp_path / model.name / "relearn_attack_seed42" / "identity.json").read_text())
+        assert identity["settings"]["learning_rates"] == [1e-3]
+        assert identity["models"]["model"]["source"] == str(model.resolve())

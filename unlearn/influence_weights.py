@@ -337,7 +337,7 @@ def main() -> None:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     if args.gradient_params == "lora":
-        from trainer import wrap_with_lora
+        from brittle.trainer import wrap_with_lora
 
         torch.manual_seed(args.seed)  # the adapter's A matrices: part of the projection
         model = wrap_with_lora(model, args.lora_rank, 2.0 * args.lora_rank)

@@ -35,14 +35,18 @@ Method tags: rw retain weight, fw forget weight, b beta, a alpha, sc steering co
 LAT steps, ly layers, wn weight-noise std, wr weight-distance lambda, aa ascent alpha, db descent beta,
 mr mix ratio (3:1 -> mr3-1), lora LoRA rank (rapidun). Settings that differ from their (preset) default
 are appended: ml max length, acc gradient accumulation, gc gradient clip, es eval split, st max steps,
-wd weight decay, lora LoRA rank, la LoRA alpha, mr mix ratio; then w<6 hex digits> (a fingerprint of the
-per-text weights, when some are given) and s<seed> (when not 42).
+wd weight decay, lora LoRA rank, la LoRA alpha, mr mix ratio; then d<6 hex digits> (a fingerprint of the
+forget and retain texts, when they differ from the preset's files), w<6 hex digits> (of the per-text
+weights, when some are given) and s<seed> (when not 42).
 
 The folder is an ordinary Hugging Face model folder (merged weights even after LoRA) plus
 `unlearn_run.json` (the completion marker: hyperparameters, held-out NLLs, timings), `evals/` (Step 0
 on the preset's tasks, as experiment/eval.py writes it), `training_log.csv` and `training_curves.png`.
-It appears atomically when everything succeeded; a finished configuration is skipped before any model
-loads (and, with --no-save, also when W&B already holds a finished run of that name).
+It appears atomically when everything succeeded, with `identity.json` (the base model's fingerprint,
+the data's and weights' hashes, the hyperparameters, the environment). A finished configuration is
+skipped before any model loads only when that record matches the request (otherwise one `note:` line
+says what differs and it trains again); with --no-save, also when W&B already holds a finished run of
+that name.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from brittle.catalogue import (
 )
 from brittle.catalogue import method_defaults as catalogue_defaults
 from brittle.cli import UserError, run_cli
+from brittle.identity import Identity, content_fingerprint, read_identity
 from brittle.outputs import model_slug
 from brittle.presets import Preset, get_preset
 from brittle.sample_weights import (
@@ -124,6 +129,31 @@ def format_value(name: str, value: Any) -> str:
     return str(value)
 
 
+def data_fingerprint(forget_data: str | Path, retain_data: str | Path) -> str:
+    """Six hex digits of the forget and retain texts (a missing file counts as empty: it fails later)."""
+    return content_fingerprint(*(path for path in (forget_data, retain_data) if Path(path).is_file()))
+
+
+def uses_preset_data(settings: argparse.Namespace) -> bool:
+    """True when the forget and retain texts are the preset's: the same contents (or, before the preset's
+    files exist, the same paths)."""
+    preset = get_preset(settings.preset, settings.seed)
+    given, default = (settings.forget_data, settings.retain_data), (preset.forget_text, preset.retain_text)
+    if all(Path(path).is_file() for path in default):
+        return data_fingerprint(*given) == data_fingerprint(*default)
+    return all(Path(path).resolve() == Path(other).resolve() for path, other in zip(given, default, strict=True))
+
+
+def run_identity(args: argparse.Namespace) -> Identity:
+    """What made a run: base model, data, sample weights, and the settings that change the model."""
+    return Identity.of(
+        models={"model": args.model},
+        data={"forget": args.forget_data, "retain": args.retain_data, "forget_weights": args.forget_weights,
+              "retain_weights": args.retain_weights},
+        settings={"method": args.method, "preset": args.preset, "seed": args.seed, "dtype": args.dtype,
+                  **{setting.name: getattr(args, setting.name) for setting in SETTINGS if setting.tag}})
+
+
 def run_name(model: str, method: str, settings: argparse.Namespace, defaults: dict[str, Any]) -> str:
     """`<base model slug>__<method>__<encoded hyperparameters>`: the unlearned model's folder name."""
     names = [*ALWAYS_NAMED, *METHODS[method].hyperparameters]
@@ -131,6 +161,8 @@ def run_name(model: str, method: str, settings: argparse.Namespace, defaults: di
     parts = [f"{SETTING[name].tag}{format_value(name, getattr(settings, name))}" for name in names]
     weight_files = [path for path in (getattr(settings, "forget_weights", None), getattr(settings, "retain_weights",
                                                                                          None)) if path]
+    if not uses_preset_data(settings):
+        parts.append(f"d{data_fingerprint(settings.forget_data, settings.retain_data)}")
     if weight_files:
         parts.append(f"w{weights_fingerprint(*weight_files)}")
     if settings.seed != DEFAULT_SEED:
@@ -259,10 +291,15 @@ def has_weights(outdir: Path) -> bool:
     return any((outdir / name).exists() for name in WEIGHT_FILES)
 
 
-def finished_run_satisfies(outdir: Path, args: argparse.Namespace) -> bool:
-    """True when the folder holds a finished run that has everything this request asks for."""
+def finished_run_satisfies(outdir: Path, args: argparse.Namespace, identity: Identity) -> bool:
+    """True when the folder holds a finished run of this model, data and settings, with everything this
+    request asks for."""
     record = read_run_record(outdir)
     if record is None:
+        return False
+    reasons = identity.differences(read_identity(outdir))
+    if reasons:
+        print(f"note: not reusing {outdir}: {'; '.join(reasons)}; training again", file=sys.stderr)
         return False
     if not args.no_save and not has_weights(outdir):
         print(f"note: {outdir} finished without weights (--no-save); training again to keep them", file=sys.stderr)
@@ -274,11 +311,11 @@ def finished_run_satisfies(outdir: Path, args: argparse.Namespace) -> bool:
     return True
 
 
-def already_finished(outdir: Path, run: str, args: argparse.Namespace) -> str | None:
+def already_finished(outdir: Path, run: str, args: argparse.Namespace, identity: Identity) -> str | None:
     """Where a finished run of this configuration was found ("local" or "W&B"), or None."""
     if args.force:
         return None
-    if finished_run_satisfies(outdir, args):
+    if finished_run_satisfies(outdir, args, identity):
         return "local"
     if args.no_save:  # W&B holds the results but never the weights
         from brittle.tracking import finished_wandb_run_exists
@@ -301,6 +338,7 @@ class RunPlan:
     outdir: Path
     card: MethodCard
     hyperparameters: dict[str, Any]
+    identity: Identity
     record_file: str = RUN_RECORD
 
 
@@ -329,7 +367,8 @@ def main() -> None:
 
     load_environment()
     args.wandb_project = args.wandb_project or os.environ.get("WANDB_PROJECT") or None
-    found = already_finished(outdir, run, args)
+    identity = run_identity(args)
+    found = already_finished(outdir, run, args, identity)
     if args.check_only:
         sys.exit(0 if found else 1)
     if found:
@@ -347,7 +386,8 @@ def main() -> None:
     from brittle.unlearning import run_unlearning
 
     hyperparameters = {setting.name: getattr(args, setting.name) for setting in HYPERPARAMETERS}
-    run_unlearning(args, RunPlan(run, outdir, METHODS[args.method], hyperparameters), preset, process_start)
+    run_unlearning(args, RunPlan(run, outdir, METHODS[args.method], hyperparameters, identity), preset,
+                   process_start)
     if args.push_to_hub:
         push_to_hub(outdir, args)
 
