@@ -57,6 +57,7 @@ from steps import STEP_NAMES, STEPS, Step, UnknownStepError, step
 
 from brittle.cli import UserError, run_cli
 from brittle.evaluation import step0_accuracy
+from brittle.identity import Identity, read_identity
 from brittle.outputs import comparison_name, model_slug, skip_if_complete, write_text
 from brittle.preflight import check_forget_baseline
 from brittle.presets import PRESETS, get_preset
@@ -302,10 +303,18 @@ def unit_folder(models: tuple[str, ...], root: Path) -> Path:
     return root / (model_slug(models[0]) if len(models) == 1 else comparison_name(*models))
 
 
-def is_done(folder: Path) -> bool:
-    """The shared skip logic of every step script (brittle.outputs.skip_if_complete), without its message."""
+def is_done(folder: Path, models: tuple[str, ...] = ()) -> bool:
+    """The shared skip logic of every step script (brittle.outputs.skip_if_complete), without its message,
+    and only when the folder was made from these very `models` (their recorded fingerprints): a result of
+    another model with the same folder name is handed back to the step script, which recomputes it with a
+    note. (The step script checks the rest of its recorded identity — data and settings — itself.)"""
     with contextlib.redirect_stdout(io.StringIO()):
-        return skip_if_complete(folder)
+        if not skip_if_complete(folder):
+            return False
+    roles = ("model",) if len(models) == 1 else ("model_a", "model_b")
+    current = Identity.of(models=dict(zip(roles, models, strict=False)))
+    reasons = current.differences(read_identity(folder), parts=("models",))
+    return not [reason for reason in reasons if "was an input then" not in reason]
 
 
 def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -> Task:
@@ -329,7 +338,7 @@ def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -
     writes = (*(unit_folder(models, root) / output.replace("*", str(study.seed)) for output in entry.outputs),
               *(unit_folder(roles[role], root) / name.format(seed=study.seed) for role, name in entry.also_writes))
     label = f"{folder_name}: {' -> '.join(models)}"
-    return Task(entry, models, label, folder, writes, command, done=not force and is_done(folder))
+    return Task(entry, models, label, folder, writes, command, done=not force and is_done(folder, models))
 
 
 def units(entry: Step, study: Study) -> list[tuple[str, ...]]:
@@ -709,7 +718,7 @@ def main() -> None:
         except UnknownStepError as error:
             raise UserError(str(error)) from None
         models = (args.model,) if args.model_b is None else (args.model, args.model_b)
-        sys.exit(0 if is_done(unit_folder(models, Path(args.output_root)) / args.step) else 1)
+        sys.exit(0 if is_done(unit_folder(models, Path(args.output_root)) / args.step, models) else 1)
 
 
 if __name__ == "__main__":

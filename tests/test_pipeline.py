@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from brittle.cli import UserError
+from brittle.identity import IDENTITY_FILE, Identity
+from brittle.outputs import write_json
 from conftest import REPO_ROOT, ToyOrganism, assert_user_error, load_script
 
 steps = load_script("experiment/steps.py")
@@ -96,6 +98,15 @@ def test_waves_fill_the_slots_and_respect_every_wait(tmp_path: Path):
 def test_finished_steps_are_skipped_and_a_missing_needed_step_is_refused(tmp_path: Path):
     comparison = tmp_path / "org_base__to__org_filtered"
     (comparison / "weight_comparison").mkdir(parents=True)
+    # A folder that records no identity (or another model's) is not done: its step script recomputes it.
+    tasks = plan.plan_tasks(study(tmp_path), {"weight_comparison", "mlp_attn_analysis"}, force=False)
+    assert not any(task.done for task in tasks)
+    made_by = Identity.of(models={"model_a": "org/other", "model_b": "org/filtered"})
+    write_json(comparison / "weight_comparison" / IDENTITY_FILE, made_by.record())
+    tasks = plan.plan_tasks(study(tmp_path), {"weight_comparison", "mlp_attn_analysis"}, force=False)
+    assert not any(task.done for task in tasks)
+    made_by = Identity.of(models={"model_a": "org/base", "model_b": "org/filtered"})
+    write_json(comparison / "weight_comparison" / IDENTITY_FILE, made_by.record())
     tasks = plan.plan_tasks(study(tmp_path), {"weight_comparison", "mlp_attn_analysis"}, force=False)
     done = {task.label for task in tasks if task.done}
     assert done == {"weight_comparison: org/base -> org/filtered"}
