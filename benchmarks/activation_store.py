@@ -149,7 +149,6 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--workdir", default=None, help="where models and stores go (default: a temporary folder)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="activation-store-bench-"))
     try:

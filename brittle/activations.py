@@ -465,8 +465,10 @@ class StoredPass:
         self.num_hidden_states: int = self.meta["num_hidden_states"]  # num_layers + 1
         self.num_layers: int = self.num_hidden_states - 1
         self.hidden_size: int = self.meta["hidden_size"]
-        self._files = {name: self.folder / file for file in self.meta["files"]
-                       for name in safe_open(self.folder / file, "pt").keys()}  # noqa: SIM118 (not a dict)
+        self._files: dict[str, Path] = {}
+        for file in self.meta["files"]:
+            with safe_open(self.folder / file, "pt") as opened:
+                self._files |= dict.fromkeys(opened.keys(), self.folder / file)
         self._tensors: dict[str, Tensor] = {}
 
     def tensor(self, name: str) -> Tensor:

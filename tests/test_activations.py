@@ -1,8 +1,9 @@
-"""The activation-space steps (3, 5, 6, 8, 9, 11, 12) and their shared forward pass.
+"""The activation-space steps (3, 5, 6, 8, 9, 11, 12) and their shared statistics passes.
 
-Three kinds of test: the formulas on synthetic activations whose answers are known (fast); the shared
-forward pass and its cache on the organism, in-process; and the real scripts end to end on the
-organism with few texts (one run of each, shared by several assertions), including bad inputs.
+Four kinds of test: the formulas on synthetic activations whose answers are known (fast); every step's
+CSV against the raw route (every token's activations in memory) on the organism; the statistics store's
+reuse, invalidation and integrity, in-process, including a pass killed with SIGKILL; and the real scripts
+end to end on the organism with few texts (one run of each, shared by several assertions), with bad inputs.
 """
 
 from __future__ import annotations
@@ -330,7 +331,8 @@ def test_the_store_is_reused_and_invalidated_by_text_count_length_model_and_dama
         first_last = first.last_token(3).clone()
         again = statistics(store)
         assert store.counts() == {"forward_passes": 1, "statistics_reads": 1}
-        assert first.num_hidden_states == 5 and first.num_sequences == 12
+        layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+        assert first.num_hidden_states == layers + 1 and first.num_sequences == 12
         assert torch.equal(first_last, again.last_token(3))
         statistics(store, count=8)  # fewer texts: another pass
         assert store.counts()["forward_passes"] == 2
@@ -456,10 +458,10 @@ def run_main(script: str, *args: str, cwd: Path) -> None:
 
 @pytest.fixture(scope="module")
 def activation_outputs(toy_organism: ToyOrganism) -> Path:
-    """The activation section for Base -> Filtered on 40 texts per split, sharing one cache and one
-    forward-pass log: Steps 0, 5, 6 (short tuned-lens training), 8, 9 and 11 run in-process (each `uv run`
-    costs an interpreter start-up), then the pipeline runs Steps 3 and 12. Steps 3, 8, 9 and 11 read the
-    cache that Step 5 filled."""
+    """The activation section for Base -> Filtered on 40 texts per split, sharing one statistics store and
+    one forward-pass log: Steps 0, 5, 6 (short tuned-lens training), 8, 9 and 11 run in-process (each
+    `uv run` costs an interpreter start-up), then the pipeline runs Steps 3 and 12. Steps 6, 8 and 9 read
+    the statistics that Step 5 computed; Step 3 reads the paired statistics that Step 11 computed."""
     workspace = toy_organism.workspace
     root = workspace / "outputs"
     log = workspace / "forward_passes.tsv"
