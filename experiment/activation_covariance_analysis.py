@@ -8,7 +8,8 @@
 """Step 9 - Activation covariance: does the intervention change the *shape* of the activation distribution?
 
 At every layer, for each model and split, the eigenvalues λ_1 ≥ ... ≥ λ_d of the covariance of the
-token hidden states (every real token is one sample) give:
+token hidden states (every real token is one sample; C = (Σxxᵀ - n μμᵀ) / (n - 1) from the float64 sums
+the statistics pass accumulates) give:
 
 | metric               | formula                                              | captures                       |
 |----------------------|------------------------------------------------------|--------------------------------|
@@ -65,14 +66,18 @@ COLUMNS = ["layer", "split", "model_a_effective_rank", "model_b_effective_rank",
 SELECTIVITY_COLUMNS = ["layer", "wasserstein_forget", "wasserstein_retain", "selectivity_ratio"]
 
 
-def covariance_eigenvalues(activations: Tensor, device: str = "cpu") -> np.ndarray:
-    """Eigenvalues (descending, ≥ 0) of the covariance of (samples, dims) activations."""
+def covariance_eigenvalues(covariance: Tensor, device: str = "cpu") -> np.ndarray:
+    """Eigenvalues (descending, ≥ 0) of a (dims, dims) covariance matrix (float64; float32 on MPS)."""
     dtype = torch.float32 if device == "mps" else torch.float64  # MPS has no float64
-    samples = activations.to(device=device, dtype=dtype)
-    centered = samples - samples.mean(dim=0)
-    covariance = centered.T @ centered / max(1, len(samples) - 1)
-    eigenvalues = torch.linalg.eigvalsh(covariance).flip(0).clamp(min=0)
+    eigenvalues = torch.linalg.eigvalsh(covariance.to(device=device, dtype=dtype)).flip(0).clamp(min=0)
     return eigenvalues.cpu().double().numpy()
+
+
+def sample_covariance(activations: Tensor) -> Tensor:
+    """The float64 covariance of (samples, dims) activations (what the statistics pass accumulates online)."""
+    samples = activations.double()
+    centered = samples - samples.mean(dim=0)
+    return centered.T @ centered / max(1, len(samples) - 1)
 
 
 def spectral_entropy(eigenvalues: np.ndarray) -> float:
@@ -133,7 +138,7 @@ def main() -> None:
         for layer in tqdm(range(num_hidden_states), desc="covariance spectra", unit="layer"):
             distances = {}
             for split in texts:
-                eigenvalues = {role: covariance_eigenvalues(activations[role, split].hidden(layer), device)
+                eigenvalues = {role: covariance_eigenvalues(activations[role, split].covariance(layer), device)
                                for role in ROLES}
                 distances[split] = spectrum_distance(eigenvalues["model_a"], eigenvalues["model_b"])
                 rows.append({"layer": layer, "split": split,

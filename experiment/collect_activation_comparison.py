@@ -9,7 +9,9 @@
 
 For every layer (0 = embeddings, N = the final output, already through the final norm) and both
 splits, the mean per-token norms of model A's and model B's hidden states and of their difference
-Δh = h_B - h_A on the same tokens, averaged over every real token (the attention-mask-weighted mean):
+Δh = h_B - h_A on the same tokens, averaged over every real token (the attention-mask-weighted mean).
+A and B run in lockstep on the same batches (`brittle.activations`, the paired statistics pass), so
+only the sums of the norms are kept:
 
 | norm | per token           | what it captures                                              |
 |------|---------------------|---------------------------------------------------------------|
@@ -33,15 +35,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from torch import Tensor
-
 from brittle.activations import (
     ActivationStore,
+    PairActivations,
     activation_settings,
     add_activation_arguments,
-    check_same_architecture,
-    check_same_tokens,
-    collect_splits,
+    collect_pairs,
     run_details,
     step_inputs,
 )
@@ -55,19 +54,14 @@ COLUMNS = ["layer", "split", "model_a_norm_L1", "model_a_norm_L2", "model_b_norm
            "mean_dh_L1", "mean_dh_L2"]
 
 
-def mean_norms(hidden: Tensor) -> tuple[float, float]:
-    """Mean per-token L1 and L2 norms of (tokens, hidden) activations."""
-    hidden = hidden.double()
-    return hidden.abs().sum(dim=-1).mean().item(), hidden.norm(dim=-1).mean().item()
-
-
-def norm_row(layer: int, split: str, hidden_a: Tensor, hidden_b: Tensor) -> dict:
-    """One row of activation_comparison.csv: norms of h_A, h_B and Δh = h_B - h_A on the same tokens."""
-    a_l1, a_l2 = mean_norms(hidden_a)
-    b_l1, b_l2 = mean_norms(hidden_b)
-    dh_l1, dh_l2 = mean_norms(hidden_b - hidden_a)
-    return {"layer": layer, "split": split, "model_a_norm_L1": a_l1, "model_a_norm_L2": a_l2,
-            "model_b_norm_L1": b_l1, "model_b_norm_L2": b_l2, "mean_dh_L1": dh_l1, "mean_dh_L2": dh_l2}
+def norm_row(layer: int, split: str, pair: PairActivations) -> dict:
+    """One row of activation_comparison.csv: mean norms of h_A, h_B and Δh = h_B - h_A on the same tokens,
+    from the per-token norm sums the paired statistics pass accumulated."""
+    norms = pair.norms(layer)
+    return {"layer": layer, "split": split,
+            "model_a_norm_L1": norms["model_a"][0], "model_a_norm_L2": norms["model_a"][1],
+            "model_b_norm_L1": norms["model_b"][0], "model_b_norm_L2": norms["model_b"][1],
+            "mean_dh_L1": norms["dh"][0], "mean_dh_L2": norms["dh"][1]}
 
 
 def plot_norms(plots_dir: Path, rows: list[dict], splits: list[str], name_a: str, name_b: str) -> None:
@@ -106,14 +100,9 @@ def main() -> None:
     seed_everything(args.seed)
 
     with ActivationStore(settings) as store:
-        activations = collect_splits(store, {"a": args.model_a, "b": args.model_b}, files, texts)
-        rows = []
-        for split in texts:
-            first, second = activations["a", split], activations["b", split]
-            check_same_architecture(first, second)
-            check_same_tokens(first, second)
-            rows += [norm_row(layer, split, first.hidden(layer), second.hidden(layer))
-                     for layer in range(first.num_hidden_states)]
+        pairs = collect_pairs(store, args.model_a, args.model_b, files, texts)
+        rows = [norm_row(layer, split, pair) for split, pair in pairs.items()
+                for layer in range(pair.num_hidden_states)]
         details = run_details(args, store, files, texts)
         print(store.summary())
 

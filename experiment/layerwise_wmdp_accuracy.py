@@ -16,21 +16,23 @@ questions under `--preset toy`) read out at every layer through a lens:
   the logit lens) before the same final norm and unembedding, trained as the tuned-lens project does:
   minimise KL(final-layer distribution ‖ lens distribution) on held-out text (the retain texts, never
   the questions), SGD with Nesterov momentum 0.9, learning rate 1.0 × (1 - 0.9), weight decay 1e-3,
-  linear decay over 250 steps, gradient clipping at 1. The final layer needs no translator.
+  linear decay over 250 steps, gradient clipping at 1. The final layer needs no translator. All layers
+  train at once, on the retain split's token sample kept by the statistics pass (`--lens-tokens`);
+  see `brittle/lens.py`.
 
 Each question is scored exactly as lm-evaluation-harness scores it, by the same functions as the
 in-process scorer (`brittle.multiple_choice`): every choice is the continuation of the question after
 one space, split from it as lm-eval splits it, and the choice whose tokens have the largest summed
 log-probability wins. The only difference is where the logits come from: the lens at layer l instead
 of the model's head, so the last layer reproduces the Step 0 accuracy. One forward pass over the
-questions (cached like every other split) records the hidden states at the positions that predict a
+questions (stored like every other statistics pass) records the hidden states at the positions that predict a
 choice's tokens; every layer and both lenses are read from it.
 
 | metric         | what it tells you                                                              |
 |----------------|--------------------------------------------------------------------------------|
 | accuracy       | fraction of questions answered correctly from the representation at this layer |
 | Δ from final   | accuracy here minus at the final layer (> 0: known here, hidden at the output)  |
-| held-out KL    | KL(final ‖ lens) on held-out retain tokens: how faithful the lens is at this layer |
+| held-out KL    | KL(final ‖ lens) on the sampled tokens of the held-out retain texts: how faithful the lens is |
 
 A base model's accuracy ramps up through the layers; a model that really lost the knowledge stays
 near chance (0.25 for 4 options) at *every* layer; high accuracy at intermediate layers with a drop
@@ -45,30 +47,28 @@ Writes `outputs/<model>/wmdp_logit_lens/` and/or `outputs/<model>/wmdp_tuned_len
 from __future__ import annotations
 
 import argparse
-import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from brittle.activations import (
     ActivationStore,
-    SplitActivations,
+    RecordedRows,
     TokenizedSplit,
     activation_settings,
     add_activation_arguments,
     read_split_texts,
     run_details,
 )
-from brittle.architecture import final_norm
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.evaluation import step0_accuracy
 from brittle.identity import step_identity
+from brittle.lens import Lens, TunedLensTraining, Unembedding, heldout_kl, train_tuned_lens
 from brittle.models import check_model_reference
 from brittle.multiple_choice import (
     EncodedChoice,
@@ -85,7 +85,6 @@ from brittle.runtime import resolve_device, seed_everything
 COLUMNS = ["layer", "accuracy", "delta_from_final", "heldout_kl", "num_questions"]
 LENSES = {"logit": ["logit"], "tuned": ["tuned"], "both": ["logit", "tuned"]}
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when the config names no context length
-ROW_CHUNK = 1024  # positions unembedded at once
 PAIR_BATCH = 256  # (question, choice) pairs scored at once
 TUNED_LENS_BATCH_TOKENS = {"real": 4096, "toy": 512}  # tuned-lens itself uses 2**18 on the Pile
 
@@ -115,7 +114,7 @@ class QuestionPass:
     split: TokenizedSplit
     first_scored: list[tuple[int, int]]  # per pair: (sequence, position predicting its first token)
 
-    def rows(self, activations: SplitActivations, pair_number: int) -> Tensor:
+    def rows(self, activations: RecordedRows, pair_number: int) -> Tensor:
         """The recorded rows (one per continuation token) of pair `pair_number`."""
         sequence, position = self.first_scored[pair_number]
         start = int(activations.offsets[sequence]) + position - self.split.keep_from[sequence]
@@ -148,109 +147,8 @@ def question_pass(tokenizer: PreTrainedTokenizerBase, questions: list[dict], win
     return QuestionPass(pairs, split, first_scored)
 
 
-# ---------------------------------------------------------------------------------------------
-# Lenses: hidden state of layer l -> next-token log-probabilities
-# ---------------------------------------------------------------------------------------------
-
-class Unembedding(nn.Module):
-    """The model's final norm and unembedding (frozen float32 copies on one device)."""
-
-    def __init__(self, model: PreTrainedModel, device: str) -> None:
-        super().__init__()
-        self.norm = copy.deepcopy(final_norm(model)).float().to(device)
-        self.head = copy.deepcopy(model.get_output_embeddings()).float().to(device)
-        self.requires_grad_(False)
-
-    def forward(self, hidden: Tensor, normed: bool = False) -> Tensor:
-        """Logits of (rows, hidden) states; `normed` states (the last hidden state) skip the norm."""
-        return self.head(hidden if normed else self.norm(hidden))
-
-
-class Lens(nn.Module):
-    """Logit lens (no translators) or tuned lens (one affine translator per layer below the last)."""
-
-    def __init__(self, unembedding: Unembedding, num_layers: int, hidden_size: int, tuned: bool) -> None:
-        super().__init__()
-        self.unembedding = unembedding
-        self.num_layers = num_layers
-        self.translators = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(num_layers)) \
-            if tuned else None
-        if self.translators is not None:
-            for translator in self.translators:  # zero-initialised: the tuned lens starts as the logit lens
-                nn.init.zeros_(translator.weight)
-                nn.init.zeros_(translator.bias)
-            self.translators.to(unembedding.head.weight.device)
-
-    def forward(self, hidden: Tensor, layer: int) -> Tensor:
-        """Logits read from the hidden state of `layer` (0 = embeddings, num_layers = final output)."""
-        if layer == self.num_layers:
-            return self.unembedding(hidden, normed=True)
-        if self.translators is not None:
-            hidden = hidden + self.translators[layer](hidden)
-        return self.unembedding(hidden)
-
-
-def kl_to_final(lens_logits: Tensor, final_log_probs: Tensor) -> Tensor:
-    """Mean over positions of KL(final ‖ lens), in nats."""
-    return (final_log_probs.exp() * (final_log_probs - F.log_softmax(lens_logits, dim=-1))).sum(-1).mean()
-
-
-@dataclass(frozen=True)
-class TunedLensTraining:
-    """The tuned-lens project's training recipe (SGD-Nesterov, lr scale 1, 250 steps)."""
-
-    steps: int = 250
-    lr_scale: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    batch_tokens: int = 4096
-    seed: int = 42
-
-
-def train_tuned_lens(lens: Lens, text: SplitActivations, train_rows: Tensor, recipe: TunedLensTraining) -> None:
-    """Fit each layer's translator to the final layer's distribution on `train_rows` of `text`.
-
-    Layers are fitted one after another (the objective is a sum of independent per-layer terms), so
-    only one layer's hidden states and the final ones are in memory at a time.
-    """
-    device = lens.unembedding.head.weight.device
-    generator = torch.Generator().manual_seed(recipe.seed)
-    final_hidden = text.hidden(lens.num_layers)[train_rows].to(device)
-    for layer in tqdm(range(lens.num_layers), desc="tuned lens", unit="layer"):
-        hidden = text.hidden(layer)[train_rows].to(device)
-        translator = lens.translators[layer]
-        # PyTorch's momentum scales steps by 1 / (1 - momentum); tuned-lens undoes it so lr 1 is the scale.
-        optimizer = torch.optim.SGD(translator.parameters(), lr=recipe.lr_scale * (1 - recipe.momentum),
-                                    momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / recipe.steps)
-        for _ in range(recipe.steps):
-            batch = torch.randint(len(train_rows), (min(recipe.batch_tokens, len(train_rows)),), generator=generator)
-            with torch.no_grad():
-                target = F.log_softmax(lens.unembedding(final_hidden[batch], normed=True), dim=-1)
-            loss = kl_to_final(lens(hidden[batch], layer), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(translator.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-        translator.requires_grad_(False)
-
-
 @torch.no_grad()
-def heldout_kl(lens: Lens, text: SplitActivations, rows: Tensor, layer: int) -> float:
-    """KL(final ‖ lens) on held-out positions of `text` at `layer`."""
-    device = lens.unembedding.head.weight.device
-    hidden, final_hidden = text.hidden(layer)[rows], text.hidden(lens.num_layers)[rows]
-    total = 0.0
-    for start in range(0, len(rows), ROW_CHUNK):
-        chunk = slice(start, start + ROW_CHUNK)
-        target = F.log_softmax(lens.unembedding(final_hidden[chunk].to(device), normed=True), dim=-1)
-        total += kl_to_final(lens(hidden[chunk].to(device), layer), target).item() * len(hidden[chunk])
-    return total / len(rows)
-
-
-@torch.no_grad()
-def layer_choice_scores(lens: Lens, layer: int, activations: SplitActivations, plan: QuestionPass,
+def layer_choice_scores(lens: Lens, layer: int, activations: RecordedRows, plan: QuestionPass,
                         questions: list[dict]) -> list[list[float]]:
     """Each choice's summed log-probability read through `lens` at `layer`, scored by lm-eval's rules.
 
@@ -258,7 +156,7 @@ def layer_choice_scores(lens: Lens, layer: int, activations: SplitActivations, p
     the batch) go to `continuation_log_likelihoods`. The window starts at the position that predicts
     the first continuation token, so seen through the window the pair's context is its last token.
     """
-    device = lens.unembedding.head.weight.device
+    device = lens.device
     hidden = activations.hidden(layer)
     scores = [[0.0] * len(question["choices"]) for question in questions]
     for start in range(0, len(plan.pairs), PAIR_BATCH):
@@ -340,27 +238,34 @@ def main() -> None:
     with ActivationStore(settings) as store:
         model = store.model(args.model)
         plan = question_pass(store.tokenizer(args.model), questions, context_window(model.config), questions_path)
-        question_activations = store.split(args.model, plan.split)
+        question_activations = store.rows(args.model, plan.split)
         retain = store.texts(args.model, "retain", retain_path, retain_texts)
 
-        # Held-out retain texts (the last ones) measure the lenses; the tuned lens trains on the rest.
+        # The retain split's token sample: held-out texts (the last ones) measure the lenses, the tuned
+        # lens trains on the sampled tokens of the others.
         validation_texts = max(1, round(len(retain_texts) * args.validation_fraction))
-        boundary = int(retain.offsets[len(retain_texts) - validation_texts])
-        train_rows, validation_rows = torch.arange(boundary), torch.arange(boundary, retain.num_tokens)
+        held_out = torch.from_numpy(retain.lens_sample_sequences() >= len(retain_texts) - validation_texts)
+        num_layers = question_activations.num_layers
+        sample = torch.stack([retain.lens_sample(layer) for layer in range(num_layers + 1)])
+        train_hidden, validation_hidden = sample[:, ~held_out], sample[:, held_out]
+        if not len(train_hidden[0]) or not len(validation_hidden[0]):
+            raise UserError("the tuned lens's token sample has no training or no held-out tokens; raise "
+                            "--lens-tokens or --max-samples")
 
         unembedding = Unembedding(model, resolve_device(args.device))
-        num_layers = question_activations.num_layers
         recipe = TunedLensTraining(args.tuned_lens_steps, args.tuned_lens_lr, seed=args.seed,
                                    batch_tokens=args.tuned_lens_batch_tokens or TUNED_LENS_BATCH_TOKENS[args.preset])
         chance = float(np.mean([1 / len(question["choices"]) for question in questions]))
         results = {}
         for lens_name in lenses:
-            lens = Lens(unembedding, num_layers, question_activations.hidden_size, tuned=lens_name == "tuned")
+            lens = Lens(unembedding, num_layers, question_activations.hidden_size, tuned=lens_name == "tuned",
+                        compute_dtype=store.compute_dtype)
             if lens_name == "tuned":
-                train_tuned_lens(lens, retain, train_rows, recipe)
+                train_tuned_lens(lens, train_hidden, recipe)
             rows = [{"layer": layer, "accuracy": accuracy_from_scores(
                         questions, layer_choice_scores(lens, layer, question_activations, plan, questions)),
-                     "heldout_kl": heldout_kl(lens, retain, validation_rows, layer), "num_questions": len(questions)}
+                     "heldout_kl": heldout_kl(lens, validation_hidden[layer], validation_hidden[num_layers], layer),
+                     "num_questions": len(questions)}
                     for layer in tqdm(range(num_layers + 1), desc=f"{lens_name} lens", unit="layer")]
             for row in rows:
                 row["delta_from_final"] = row["accuracy"] - rows[-1]["accuracy"]
@@ -376,9 +281,9 @@ def main() -> None:
             "chance": chance, "final_layer_accuracy": rows[-1]["accuracy"], "best_layer": best["layer"],
             "best_accuracy": best["accuracy"], "max_delta_from_final": best["delta_from_final"],
             "step0_task": preset.forget_task, "step0_accuracy": reference,
-            "lens_training": ({**vars(recipe), "text": str(retain_path), "training_tokens": len(train_rows)}
+            "lens_training": ({**vars(recipe), "text": str(retain_path), "training_tokens": train_hidden.shape[1]}
                               if lens_name == "tuned" else None),
-            "heldout_tokens": len(validation_rows), **details,
+            "heldout_tokens": validation_hidden.shape[1], **details,
         }
         with staged_directory(lens_folder(lens_name), identity=identity) as staging:
             write_lens_results(staging, lens_name, rows, summary, args.model)

@@ -23,7 +23,7 @@ Averaged over the texts of each split, for model A and model B. Forget text beco
 Lipschitz) means an unstable regime that small pushes - fine-tuning - can tip back; *smoother* means the
 model learned to ignore forget-domain features; retain text should stay the same.
 
-This step perturbs its inputs, so it cannot reuse the shared hidden states: it runs 1 + K forward
+This step perturbs its inputs, so it cannot reuse the shared activation statistics: it runs 1 + K forward
 passes per model and split (logged as `perturbed` in the forward-pass ledger) plus one backward pass
 for the gradient. Computation runs in `--dtype` (bf16 on CUDA by default; `--dtype fp32` resolves
 ε = 0.01 more finely).
@@ -152,7 +152,7 @@ def main() -> None:
     add_comparison_arguments(parser)
     parser.add_argument("--epsilon", type=float, default=0.01, help="radius of the per-token perturbation (0.01)")
     parser.add_argument("--num-perturbations", type=int, default=10, help="perturbations per text (default 10)")
-    add_activation_arguments(parser, cache=False)  # perturbed inputs: nothing to reuse
+    add_activation_arguments(parser, store=False)  # perturbed inputs: no statistics to reuse
     add_runtime_arguments(parser)
     add_output_arguments(parser)
     args = parser.parse_args()
@@ -212,7 +212,7 @@ def main() -> None:
         trend = "rougher" if ratios[split]["lipschitz_mean"] > 1 else "smoother"
         print(f"  {split}: Lipschitz B/A {ratios[split]['lipschitz_mean']:.3f} ({trend}), "
               f"gradient norm B/A {ratios[split]['gradient_norm_mean']:.3f}")
-    print(f"forward passes: {forward_passes} over perturbed inputs (no shared cache for this step)")
+    print(f"forward passes: {forward_passes} over perturbed inputs (no shared statistics for this step)")
     print(f"Step 12 local Lipschitzness -> {outdir}")
 
 

@@ -24,9 +24,13 @@ the easiest one to undo, by learning a small correction in the same subspace. Se
 a blunt instrument. Both models' MLP inputs are reported: model A's (what the edit meets when applied
 to the original model) and model B's (what the edited model feeds it).
 
+The projections come from the paired statistics pass (`brittle.activations`): ΔW is read from the
+two models' safetensors files and decomposed (float32, on `--device`) before the pass, and the pass
+keeps, per layer and singular direction j, Σ (v_jᵀx)²/‖x‖² over the tokens. Since ‖V_kᵀx‖² =
+Σ_{j≤k} (v_jᵀx)², every `--top-k` is read from the same statistics.
+
 Writes `outputs/<a>__to__<b>/row_space_projection/projection_results.csv` (one row per layer),
-`summary.json` and `row_space_projection.png`. Weight differences are taken in float32 on the CPU;
-the SVD runs on `--device`.
+`summary.json` and `row_space_projection.png`.
 
     uv run experiment/row_space_projection_analysis.py --model-a models/toy-base-s42 \\
         --model-b models/toy-filtered-s42 --preset toy --top-k 16
@@ -35,68 +39,47 @@ the SVD runs on `--device`.
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 from pathlib import Path
 
-import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from brittle.activations import (
+    MLP_INPUT_COMPONENTS,
+    ROLES,
     ActivationStore,
+    PairActivations,
     activation_settings,
     add_activation_arguments,
-    check_same_architecture,
-    collect_splits,
+    collect_pairs,
     finite_or_none,
+    right_singular_vectors,
     run_details,
     step_inputs,
 )
-from brittle.architecture import as_output_by_input, parameter_role
 from brittle.cli import UserError, add_comparison_arguments, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.identity import step_identity
-from brittle.models import load_model
 from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.plotting import plot_by_layer
-from brittle.runtime import resolve_device, seed_everything
+from brittle.runtime import seed_everything
 
-ROLES = ("model_a", "model_b")
-MLP_INPUT_COMPONENTS = ("mlp_expand", "mlp_gate")  # the weights that read the MLP input
 COLUMNS = ["layer", "top_k", "dW_rank", "dW_fro", "dW_energy_top_k", "random_baseline",
            "model_a_forget_projection", "model_a_retain_projection", "model_a_selectivity",
            "model_b_forget_projection", "model_b_retain_projection", "model_b_selectivity"]
 
 
-def mlp_input_weights(model_name: str) -> dict[int, Tensor]:
-    """{layer: the MLP's input-side weights as one (out, in) float32 matrix}, read from the model."""
-    model = load_model(model_name, device="cpu", dtype="fp32")
-    pieces: dict[int, list[Tensor]] = {}
-    for name, parameter in model.named_parameters():
-        role = parameter_role(name)
-        if role.component in MLP_INPUT_COMPONENTS and name.endswith("weight") and role.layer >= 0:
-            pieces.setdefault(role.layer, []).append(as_output_by_input(name, parameter.detach()).clone())
-    del model
-    gc.collect()
-    if not pieces:
-        raise UserError(f"found no MLP input weights in {model_name}; only GPT-NeoX, Llama-style and GPT-2-style "
-                        "architectures are supported")
-    return {layer: torch.cat(matrices) for layer, matrices in sorted(pieces.items())}
-
-
 def row_space_basis(delta: Tensor, top_k: int, device: str = "cpu") -> tuple[Tensor, Tensor, int]:
     """(V_k as (in, k) columns, all singular values, numerical rank) of ΔW; k = min(top_k, rank)."""
-    _, singular_values, right_vectors = torch.linalg.svd(delta.to(device), full_matrices=False)
-    singular_values, right_vectors = singular_values.cpu(), right_vectors.cpu()
-    rank = 0
-    if singular_values.numel() and singular_values.max() > 0:
-        tolerance = singular_values.max() * max(delta.shape) * torch.finfo(delta.dtype).eps
-        rank = int((singular_values > tolerance).sum())
-    return right_vectors[: min(top_k, rank)].T, singular_values, rank
+    right_vectors, singular_values, rank = right_singular_vectors(delta, device)
+    return right_vectors[:, : min(top_k, rank)], singular_values, rank
 
 
 def projection_fraction(activations: Tensor, basis: Tensor) -> float:
-    """Mean over rows of ‖basisᵀ x‖² / ‖x‖² (basis: orthonormal columns); NaN for an empty basis."""
+    """Mean over rows of ‖basisᵀ x‖² / ‖x‖² (basis: orthonormal columns); NaN for an empty basis.
+
+    The definition, on activations held in memory; the step reads the same mean from the statistics
+    pass, which accumulates it per singular direction (`brittle.activations.RowSpaceProjections`).
+    """
     if basis.shape[1] == 0:
         return math.nan
     activations = activations.double()
@@ -112,6 +95,22 @@ def selectivity(forget_projection: float, retain_projection: float) -> float:
     if math.isnan(forget_projection) or math.isnan(retain_projection) or retain_projection == 0:
         return math.nan
     return forget_projection / retain_projection
+
+
+def projection_row(layer: int, top_k: int, pairs: dict[str, PairActivations]) -> dict:
+    """One row of projection_results.csv from the paired statistics (ΔW's spectrum and the projection sums)."""
+    first = pairs["forget"]
+    rank = int(first.tensor("dW_rank")[layer])
+    k = min(top_k, rank)
+    energy = first.tensor("dW_singular_values")[layer].pow(2)
+    row = {"layer": layer, "top_k": k, "dW_rank": rank, "dW_fro": first.tensor("dW_fro")[layer].item(),
+           "dW_energy_top_k": (energy[:k].sum() / energy.sum()).item() if rank else math.nan,
+           "random_baseline": k / first.meta["in_features"]}
+    for role in ROLES:
+        forget, retain = (pairs[split].projection(role, layer, top_k) for split in ("forget", "retain"))
+        row |= {f"{role}_forget_projection": forget, f"{role}_retain_projection": retain,
+                f"{role}_selectivity": selectivity(forget, retain)}
+    return row
 
 
 def main() -> None:
@@ -134,34 +133,12 @@ def main() -> None:
         raise UserError(f"--top-k must be at least 1, got {args.top_k}")
     files, texts = step_inputs(args, args.model_a, args.model_b)
     settings = activation_settings(args)
-    device = resolve_device(args.device)
     seed_everything(args.seed)
 
     models = dict(zip(ROLES, (args.model_a, args.model_b), strict=True))
     with ActivationStore(settings) as store:
-        activations = collect_splits(store, models, files, texts)
-        check_same_architecture(activations["model_a", "forget"], activations["model_b", "forget"])
-        store.release_model()  # free the last model before the weights are read
-        weights_a = mlp_input_weights(args.model_a)
-        weights_b = mlp_input_weights(args.model_b)
-        if weights_a.keys() != weights_b.keys() or any(weights_a[layer].shape != weights_b[layer].shape
-                                                       for layer in weights_a):
-            raise UserError(f"{args.model_a} and {args.model_b} have different MLP shapes; compare models that "
-                            "share an architecture")
-        rows = []
-        for layer in tqdm(weights_a, desc="row-space projections", unit="layer"):
-            delta = weights_b[layer] - weights_a[layer]
-            basis, singular_values, rank = row_space_basis(delta, args.top_k, device)
-            energy = singular_values.pow(2)
-            row = {"layer": layer, "top_k": basis.shape[1], "dW_rank": rank, "dW_fro": delta.norm().item(),
-                   "dW_energy_top_k": (energy[: basis.shape[1]].sum() / energy.sum()).item() if rank else math.nan,
-                   "random_baseline": basis.shape[1] / delta.shape[1]}
-            for role in ROLES:
-                forget = projection_fraction(activations[role, "forget"].mlp_input(layer), basis)
-                retain = projection_fraction(activations[role, "retain"].mlp_input(layer), basis)
-                row |= {f"{role}_forget_projection": forget, f"{role}_retain_projection": retain,
-                        f"{role}_selectivity": selectivity(forget, retain)}
-            rows.append(row)
+        pairs = collect_pairs(store, args.model_a, args.model_b, files, texts)
+        rows = [projection_row(layer, args.top_k, pairs) for layer in range(pairs["forget"].num_layers)]
         details = run_details(args, store, files, texts)
         print(store.summary())
 
