@@ -207,6 +207,6 @@ if [[ -s $BRITTLE_FORWARD_PASS_LOG ]]; then
     awk -F'\t' '$1 == "computed" { computed += $2; seconds += $7 } $1 == "cached" { cached += 1 }
                 $1 == "perturbed" { perturbed += $2; seconds += $7 }
                 END { printf "Activation forward passes: %d over (model, split) texts, %d perturbed (Step 12); " \
-                      "%d splits read from the cache; %.0f s in forward passes\n", computed, perturbed, cached, seconds }' \
+                      "%d statistics passes read from the store; %.0f s in forward passes\n", computed, perturbed, cached, seconds }' \
         "$BRITTLE_FORWARD_PASS_LOG"
 fi
