@@ -27,6 +27,10 @@
 #   FORCE=1         train again even if this configuration finished
 #   PRINT_OUTDIR=1  print only the output folder and exit (nothing is loaded or trained)
 #   UNLEARNED_ROOT  where model folders go (default unlearned_models/)
+#   NUM_PROCESSES   train one run on N processes/GPUs, sharded with FSDP2 through `accelerate launch`
+#                   (default 1: one plain process); same results as one process (docs/distributed.md)
+#   ACCELERATE_CONFIG  the Accelerate configuration (default: unlearn/accelerate/fsdp2_gpus.yaml on GPUs,
+#                   cpu_gloo.yaml without one); fsdp2_1gpu_offload.yaml trains the 6.9B model on one GPU
 #   WORKDIR         where data/, models/ and unlearned_models/ live (default: the repository root)
 #
 # A finished configuration is skipped before any model loads. With PRESET=toy the organism's data and
@@ -41,6 +45,12 @@ if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
 fi
 METHOD=$1
 shift
+
+# Inside a parallel sweep, a sweep script that calls this file directly (not through $RUN_UNLEARN) is
+# dispatched to a GPU group all the same, never run here one job at a time.
+if [[ -n ${PARALLEL_SWEEP_STATE:-} && -z ${PARALLEL_SWEEP_JOB:-} && ${PRINT_OUTDIR:-} != 1 ]]; then
+    exec "$REPO/unlearn/gpu_group_dispatch.sh" "$METHOD" "$@"
+fi
 
 PRESET=${PRESET:-real}
 SEED=${SEED:-42}
