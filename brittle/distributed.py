@@ -21,7 +21,8 @@ What the engine does to a training loop (brittle/trainer.py, experiment/relearn_
 - `gathered_model` collects the full weights on process 0, one tensor at a time, and rebuilds an
   ordinary (unsharded) model there; the other processes stop, so saving, evaluation and the
   completion marker happen once.
-- Printing and progress bars happen on process 0 only (the others' stdout goes to /dev/null).
+- Printing, progress bars and errors come from process 0 only (the others' output goes to /dev/null;
+  a failure of theirs also fails process 0, in a collective).
 
 Accelerate turns FSDP on only for accelerators; on a CPU-only machine `start_engine` switches it on
 itself (FSDP2 supports the CPU with the gloo backend), so tests run the very code path of the GPUs.
@@ -88,8 +89,8 @@ def free_port() -> int:
 
 # Methods that cannot train sharded, and why (checked before any process starts).
 UNSHARDABLE = {
-    "wt_dist_reg": "its penalty ‖θ − θ_pre‖² compares every full parameter with a full pretrained copy, which the "
-                   "sharded parameters are not",
+    "wt_dist_reg": "its penalty ‖θ − θ_pre‖² needs a whole pretrained copy beside every whole parameter, which "
+                   "sharding takes apart",
 }
 
 
@@ -117,12 +118,30 @@ def relaunch_if_requested() -> None:
     config_path = Path(config) if config else default_config(processes)
     if not config_path.is_file():
         raise UserError(f"ACCELERATE_CONFIG={config} is not a file; pick one of {ACCELERATE_CONFIGS}/*.yaml")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path),
+    command = [sys.executable, "-m", "brittle.distributed", "--config_file", str(config_path),
                "--num_processes", str(processes), "--num_machines", "1",
                "--main_process_port", str(free_port()), *sys.argv]
     print(f"launching {processes} process(es) with {config_path.name}", flush=True)
     sys.stderr.flush()
-    os.execv(sys.executable, command)
+    os.execv(sys.executable, command)  # same pid: Ctrl-C and SIGTERM reach the launcher, which stops every process
+
+
+def launch(arguments: list[str]) -> None:
+    """`accelerate launch ARGUMENTS`, ending like a one-process run: the processes' exit code, and process
+    0's own last line (e.g. a one-line `error: ...`) last, without the launcher's report and traceback."""
+    import logging
+
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    for name in ["torch.distributed.elastic", *logging.root.manager.loggerDict]:  # the launcher's own reports
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        launch_command(launch_command_parser().parse_args(arguments))
+    except ChildFailedError as failure:
+        exitcode = failure.get_first_failure()[1].exitcode
+        sys.exit(exitcode if exitcode > 0 else 128 - exitcode)  # killed by signal s: 128 + s, as a shell says
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -271,6 +290,10 @@ def start_engine() -> Engine:
         raise UserError("the accelerate configuration must select FSDP2 (distributed_type: FSDP, fsdp_version: 2); "
                         f"use one of {ACCELERATE_CONFIGS}/*.yaml")
     if not accelerator.is_main_process:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - process 0 speaks for all
         os.environ["TQDM_DISABLE"] = "1"  # every progress bar, transformers' included
     return Engine(accelerator)
+
+
+if __name__ == "__main__":  # the launcher that relaunch_if_requested starts
+    launch(sys.argv[1:])

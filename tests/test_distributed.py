@@ -91,12 +91,13 @@ def test_relearning_attack_on_two_processes_matches_one(toy_organism: ToyOrganis
                                                         tmp_path: Path):
     rows = {}
     for processes in ("1", "2"):
-        run_script("experiment/relearn_attack.py", "--model-a", toy_organism.base, "--model-b", finetuned_base,
-                   "--preset", "toy", "--num-lrs", "1", "--epochs", "1", "--baseline-min-forget-acc", "0",
-                   "--output-root", tmp_path / f"p{processes}", cwd=toy_organism.workspace,
-                   env={"NUM_PROCESSES": processes})
-        rows[processes] = sorted(read_csv(path) for path in (tmp_path / f"p{processes}").glob("*/relearn_attack_seed42/"
-                                                                                              "runs.csv"))
+        result = run_script("experiment/relearn_attack.py", "--model-a", toy_organism.base, "--model-b",
+                            finetuned_base, "--preset", "toy", "--num-lrs", "1", "--epochs", "1",
+                            "--baseline-min-forget-acc", "0", "--output-root", tmp_path / f"p{processes}",
+                            cwd=toy_organism.workspace, env={"NUM_PROCESSES": processes})
+        assert ("launching 2 process(es)" in result.stdout) == (processes == "2")
+        runs = sorted((tmp_path / f"p{processes}").glob("*/relearn_attack_seed42/runs.csv"))  # one per model
+        rows[processes] = [read_csv(path) for path in runs]
     assert len(rows["1"]) == 3  # conditions B, C and F
     for one, two in zip(rows["1"], rows["2"], strict=True):
         assert_same_losses(one, two, ("loss", "v_accuracy", "t_accuracy"))
