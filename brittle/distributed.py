@@ -185,6 +185,7 @@ class Engine:
         """
         if not self.sharded:
             return model, optimizer
+        fsdp_on_cpu(self.accelerator)  # again: Accelerate's state can fall back to MULTI_CPU between two models
         return self.accelerator.prepare(model, optimizer)
 
     # -- splitting an optimizer step's micro-batches -----------------------------------------------
@@ -270,6 +271,16 @@ class Engine:
                 torch.distributed.destroy_process_group()
 
 
+def fsdp_on_cpu(accelerator) -> None:
+    """Accelerate enables FSDP only on accelerators; FSDP2 itself runs on the CPU with gloo, so switch it on."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if accelerator.distributed_type == DistributedType.MULTI_CPU:
+        state = accelerator.state
+        state.fsdp_plugin = getattr(state, "fsdp_plugin", None) or FullyShardedDataParallelPlugin()
+        state.distributed_type = DistributedType.FSDP
+
+
 @functools.cache
 def start_engine() -> Engine:
     """The engine of this process (one per process): sharded when started by `accelerate launch`, else plain."""
@@ -277,13 +288,9 @@ def start_engine() -> Engine:
         return Engine()
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    if accelerator.distributed_type == DistributedType.MULTI_CPU:
-        # Accelerate enables FSDP only on accelerators; FSDP2 itself runs on the CPU with gloo.
-        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
-        accelerator.state.distributed_type = DistributedType.FSDP
+    fsdp_on_cpu(accelerator)
     if not accelerator.is_fsdp2:
         from brittle.cli import UserError
 
