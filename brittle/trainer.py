@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from brittle.cli import UserError
+from brittle.distributed import Engine
 from brittle.methods import LossFunction, MethodContext, UnlearningBatch, sequence_log_prob
 from brittle.training import adamw_with_cosine_schedule, collate, token_log_probs
 
@@ -233,17 +234,23 @@ def retain_batch_size(settings: argparse.Namespace) -> int:
 
 
 def train(context: MethodContext, loss_function: LossFunction, method: str, data: TrainingData, caches: Caches,
-          settings: argparse.Namespace, pad_token_id: int, device: torch.device) -> TrainingResult:
+          settings: argparse.Namespace, pad_token_id: int, device: torch.device,
+          engine: Engine | None = None) -> TrainingResult:
     """Run the unlearning loop on `context.model` in place; returns the per-step log.
 
+    With a sharded `engine` (brittle/distributed.py) `context.model` is replaced by its sharded
+    version and each process computes its share of every step's micro-batches.
     Raises `UserError` (nothing is saved) when the loss or the gradient norm stops being finite.
     """
+    engine = engine or Engine()
     model = context.model
     micro_batches, optimizer_steps = count_steps(len(data.forget_train), settings)
     accumulation = settings.grad_accum_steps
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer, schedule = adamw_with_cosine_schedule(trainable, lr=settings.lr, total_steps=optimizer_steps,
                                                      weight_decay=settings.weight_decay)
+    context.model, optimizer = model, optimizer = engine.prepare(model, optimizer)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # the shards, if any
     rng = random.Random(settings.seed)
     forget_stream = index_batches(len(data.forget_train), settings.batch_size, rng)
     retain_stream = index_batches(len(data.retain_train), retain_batch_size(settings), rng)
@@ -252,23 +259,27 @@ def train(context: MethodContext, loss_function: LossFunction, method: str, data
     result = TrainingResult(optimizer_steps=optimizer_steps)
     model.train()
     start = time.perf_counter()
-    progress = tqdm(range(1, optimizer_steps + 1), desc=f"unlearn {method}", unit="step")
+    progress = tqdm(range(1, optimizer_steps + 1), desc=f"unlearn {method}", unit="step", disable=not engine.is_main)
     for step in progress:
         step_terms: dict[str, Tensor] = {}
         step_loss = torch.zeros((), device=device)
-        for _ in range(accumulation):
-            batch = assemble_batch(data, caches, next(forget_stream), next(retain_stream), pad_token_id, device)
+        for micro_batch in range(accumulation):
+            forget_indices, retain_indices = next(forget_stream), next(retain_stream)  # every process draws all
+            if not engine.owns(micro_batch, accumulation):
+                continue
+            batch = assemble_batch(data, caches, forget_indices, retain_indices, pad_token_id, device)
             loss = loss_function(context, batch)
-            (loss.total / accumulation).backward()
+            engine.backward(loss.total / accumulation * engine.loss_scale(accumulation))
             step_loss += loss.total.detach() / accumulation
             for name, value in loss.terms.items():
                 step_terms[name] = step_terms.get(name, 0) + value / accumulation
-        grad_norm = (torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip) if settings.grad_clip > 0
-                     else None)
+        grad_norm = engine.clip_grad_norm_(trainable, settings.grad_clip) if settings.grad_clip > 0 else None
         # One device synchronisation per step: the loss, its terms and the gradient norm together.
         names = ["loss", *step_terms, *(["grad_norm"] if grad_norm is not None else [])]
-        values = torch.stack([step_loss, *(value.float().to(device) for value in step_terms.values()),
-                              *([grad_norm.float().to(device)] if grad_norm is not None else [])]).tolist()
+        sums = engine.step_total(torch.stack([step_loss, *(value.float().to(device) for value in step_terms.values())]),
+                                 accumulation)
+        norms = [grad_norm.float().to(device).reshape(1)] if grad_norm is not None else []
+        values = torch.cat([sums, *norms]).tolist()
         row: dict[str, float | int | None] = {"step": step, "epoch": round(step * accumulation / batches_per_epoch, 4),
                                               "lr": schedule.get_last_lr()[0], **dict(zip(names, values, strict=True))}
         if not all(math.isfinite(value) for value in values):

@@ -22,6 +22,7 @@ import transformers
 
 from brittle.architecture import decoder_layers
 from brittle.cli import UserError
+from brittle.distributed import start_engine
 from brittle.evaluation import evaluate_model, task_manager, write_evaluation
 from brittle.methods import LOSSES, MethodContext, add_weight_noise, random_directions
 from brittle.models import check_model_reference, input_device, load_model_and_tokenizer
@@ -87,7 +88,9 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    engine = start_engine()  # sharded over processes when started by `accelerate launch` (NUM_PROCESSES)
+    model, tokenizer = load_model_and_tokenizer(args.model, engine.device_for(args.device), args.dtype)
+    config = model.config  # to rebuild the unsharded model after sharded training
     device = input_device(model)
     layers = decoder_layers(model)
     if uses_layers:
@@ -134,9 +137,16 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
         context.model = model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
 
     # -- train ---------------------------------------------------------------------------------------------
-    result = train(context, LOSSES[args.method], args.method, data, caches, args, pad, device)
+    result = train(context, LOSSES[args.method], args.method, data, caches, args, pad, device, engine)
+    if engine.sharded:  # the full weights, on process 0 only: it alone saves, evaluates and marks completion
+        model = engine.gathered_model(context.model, lambda: rebuilt_model(config, args))
+        context = layers = None  # the sharded model is no longer needed
+        engine.finish()
+        if model is None:
+            return
+        model.to(device)
     if args.lora_rank:
-        context.model = model = model.merge_and_unload()
+        model = model.merge_and_unload()
     if checkpointing:
         model.gradient_checkpointing_disable()
         model.config.use_cache = True
@@ -176,6 +186,12 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     log_to_wandb(args.wandb_project, run, {**record["hyperparameters"], "method": args.method,
                                            "base_model": args.model, "preset": preset.name},
                  wandb_metrics(record, summary), job_type="unlearn")
+
+
+def rebuilt_model(config: transformers.PretrainedConfig, args: argparse.Namespace) -> torch.nn.Module:
+    """The architecture that was trained (with its LoRA adapters, if any), for the gathered weights."""
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    return wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank) if args.lora_rank else model
 
 
 def format_nll(value: float | None) -> str:

@@ -51,6 +51,7 @@ import torch
 from tqdm import tqdm
 
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
+from brittle.distributed import relaunch_if_requested, start_engine
 from brittle.evaluation import step0_accuracy
 from brittle.identity import Identity, read_identity
 from brittle.models import check_model_reference, load_model_and_tokenizer
@@ -70,7 +71,7 @@ from brittle.questions import read_questions as read_question_file
 from brittle.runtime import seed_everything
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
 
-RUN_COLUMNS = ["model", "lr", "epoch", "step", "v_accuracy", "t_accuracy"]
+RUN_COLUMNS = ["model", "lr", "epoch", "step", "v_accuracy", "t_accuracy", "loss"]  # loss: mean over the epoch
 SUMMARY_COLUMNS = [
     "seed", "base", "unlearned", "filtered",
     "base_before", "a_unlearned", "b_unlearned_rtt", "c_base_rtt", "f0_filtered", "f_filtered_rtt",
@@ -112,18 +113,23 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
 
     AdamW with a cosine schedule over all epochs; evaluated before training (epoch 0) and after
     every epoch, so one run also answers "how many epochs?". `unattacked` (the epoch-0 accuracies,
-    identical for every learning rate) skips scoring the untouched model again.
+    identical for every learning rate) skips scoring the untouched model again. Under NUM_PROCESSES > 1
+    the model is sharded (brittle/distributed.py) and every process computes every batch.
     """
+    engine = start_engine()
     seed_everything(args.seed)
-    model, tokenizer = load_model_and_tokenizer(model_name, args.device, args.dtype)
+    model, tokenizer = load_model_and_tokenizer(model_name, engine.device_for(args.device), args.dtype)
     sequences = encode_texts(tokenizer, answer_texts(train), max_length=args.max_length)
     steps_per_epoch = math.ceil(len(sequences) / args.batch_size)
     optimizer, schedule = adamw_with_cosine_schedule(model.parameters(), lr=lr,
                                                      total_steps=steps_per_epoch * args.epochs)
-    rng = random.Random(args.seed)
     device = model.get_input_embeddings().weight.device
+    model, optimizer = engine.prepare(model, optimizer)
+    rng = random.Random(args.seed)
     rows, step = [], 0
-    for epoch in tqdm(range(args.epochs + 1), desc=f"RTT {Path(model_name).name} lr={lr:g}", unit="epoch"):
+    for epoch in tqdm(range(args.epochs + 1), desc=f"RTT {Path(model_name).name} lr={lr:g}", unit="epoch",
+                      disable=not engine.is_main):
+        losses = []
         if epoch > 0:
             model.train()
             for batch in epoch_batches(sequences, args.batch_size, tokenizer.pad_token_id, rng):
@@ -133,8 +139,9 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
                 if not torch.isfinite(loss):
                     raise UserError(f"the attack loss became {loss.item()} at lr {lr:g} on {model_name}; "
                                     "lower the learning-rate range (--lr-range)")
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                engine.backward(loss)
+                engine.clip_grad_norm_(list(model.parameters()), 1.0)
+                losses.append(loss.detach())
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -145,7 +152,9 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
         else:
             accuracies = {"v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
                           "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)}
-        rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step, **accuracies})
+        mean_loss = torch.stack(losses).mean().item() if losses else None
+        rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step, **accuracies, "loss": mean_loss})
+    engine.release()
     return rows
 
 
@@ -182,6 +191,8 @@ def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rate
     if folder.exists() and not args.force:
         print(f"note: not reusing {folder}: {'; '.join(reasons)}; attacking {model_name} again", file=sys.stderr)
     rows = attack(model_name, train, evaluate, rates, args)
+    if not start_engine().is_main:  # under NUM_PROCESSES > 1 process 0 alone writes
+        return rows
     with staged_directory(folder, identity=identity) as staging:
         write_csv(staging / "runs.csv", rows, RUN_COLUMNS)
         plot_attack(staging / "relearning_curves.png", f"RTT on {Path(model_name).name}: V accuracy per learning rate",
@@ -227,7 +238,7 @@ def check_baseline(base: str, questions: list[dict[str, Any]], minimum: float, a
     if accuracy is not None:
         check_forget_baseline(base, accuracy, minimum, f"Step 0's {args.forget_task}")
         return
-    model, tokenizer = load_model_and_tokenizer(base, args.device, args.dtype)
+    model, tokenizer = load_model_and_tokenizer(base, start_engine().device_for(args.device), args.dtype)
     accuracy = multiple_choice_accuracy(model, tokenizer, questions, args.eval_batch_size)
     del model
     check_forget_baseline(base, accuracy, minimum, f"the {len(questions)} T and V questions")
@@ -323,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
                                        data=["train_questions", "eval_questions"], learning_rates=rates)
     if skip_if_complete(outdir, args.force, what=f"relearning attack on {args.model_b}", identity=identity):
         return
+    relaunch_if_requested()  # NUM_PROCESSES > 1 or ACCELERATE_CONFIG: again, under `accelerate launch`
     check_baseline(args.model_a, train + evaluate, args.baseline_min_forget_acc, args)
 
     runs = {condition: attacked_runs(model, train, evaluate, rates, args)
@@ -338,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
         "filtered_recovery_rate": recovery_rates(f0, f, c)["recovery_rate"],
         **{f"{condition.lower()}_best_{key}": best[condition][key] for condition in "BCF" for key in ("lr", "epoch")},
     }
+    if not start_engine().is_main:
+        return
     conditions = [
         {"condition": "A", "model": args.model_b, "attack": "none", "v_accuracy": a},
         {"condition": "B", "model": args.model_b, "attack": "RTT", "v_accuracy": b, "best_lr": best["B"]["lr"],

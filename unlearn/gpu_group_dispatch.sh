@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The runner parallel_sweep.sh substitutes for run_unlearn.sh (through RUN_UNLEARN): it waits for a
 # free GPU group, starts `run_unlearn.sh METHOD` there in the background with CUDA_VISIBLE_DEVICES set
-# to that group, and returns at once so that the sweep loop queues the next configuration.
+# to that group and NUM_PROCESSES to its size (one FSDP2 run over the group's GPUs, see
+# docs/distributed.md), and returns at once so that the sweep loop queues the next configuration.
+# run_unlearn.sh called directly by a sweep script inside a parallel sweep lands here too.
 #
 # Not meant to be called by hand. State lives in $PARALLEL_SWEEP_STATE (made by parallel_sweep.sh):
 #   groups           one GPU group per line, e.g. "0,1"
@@ -37,6 +39,7 @@ until group_index=$(claim_free_group); do
     sleep "$poll_seconds"
 done
 group=${groups[$group_index]}
+IFS=, read -r -a group_gpus <<< "$group"
 
 # The next job number (mkdir again: atomic even if a sweep script dispatches concurrently).
 job=1
@@ -55,7 +58,8 @@ echo "$log" > "$job_dir/log"
     status=0
     {
         echo "# job $job on GPUs $group: $* ($(date -u +%FT%TZ))"
-        CUDA_VISIBLE_DEVICES=$group "$runner" "$@"
+        # PARALLEL_SWEEP_JOB: run_unlearn.sh runs the job itself instead of dispatching it again.
+        CUDA_VISIBLE_DEVICES=$group NUM_PROCESSES=${#group_gpus[@]} PARALLEL_SWEEP_JOB=$job "$runner" "$@"
     } > "$log" 2>&1 < /dev/null || status=$?
     echo "$status" > "$job_dir/status"
     rm -rf "$state/busy/$group_index"

@@ -12,8 +12,11 @@
 # 3. Picks the smallest power-of-two group (1, 2, 4, 8 GPUs) that holds that and divides the GPU count
 #    (1 if the probe fails; GPUS_PER_JOB=N overrides).
 # 4. Runs the sweep script with RUN_UNLEARN pointing at unlearn/gpu_group_dispatch.sh, which starts
-#    each configuration on a free group (CUDA_VISIBLE_DEVICES) and returns at once. No file of the
-#    repository is modified; inside a job, --device auto shards the model over its group's GPUs.
+#    each configuration on a free group (CUDA_VISIBLE_DEVICES) and returns at once. Each job is one
+#    training run sharded over its group's GPUs (NUM_PROCESSES = group size: Accelerate + FSDP2,
+#    docs/distributed.md). A sweep script that calls ./unlearn/run_unlearn.sh directly instead of
+#    "$RUN_UNLEARN" is dispatched all the same (run_unlearn.sh hands itself to the dispatcher).
+#    No file of the repository is modified.
 # 5. Waits for every job and prints a summary (logs under outputs/parallel_sweep/<time>/).
 #    Ctrl-C (or SIGTERM) stops the sweep and every running job; finished runs stay finished.
 #

@@ -18,6 +18,10 @@
 #   SEED            seed of the run (and of the toy organism's base model; default 42)
 #   BASE / MODEL    base model to unlearn (default: the preset's base, e.g. models/toy-base-s42)
 #   PRINT_OUTDIR=1  print only the output folder and exit (nothing is loaded, built or trained)
+#   NUM_PROCESSES   train one run on N processes/GPUs, sharded with FSDP2 through `accelerate launch`
+#                   (default 1: one plain process); same results as one process (docs/distributed.md)
+#   ACCELERATE_CONFIG  the Accelerate configuration (default: unlearn/accelerate/fsdp2_gpus.yaml on GPUs,
+#                   cpu_gloo.yaml without one); fsdp2_1gpu_offload.yaml trains the 6.9B model on one GPU
 #   WORKDIR         where data/, models/ and unlearned_models/ live (default: the repository root)
 #
 # A finished configuration is skipped before any model loads. With PRESET=toy the organism's data and
@@ -32,6 +36,12 @@ if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
 fi
 METHOD=$1
 shift
+
+# Inside a parallel sweep, a sweep script that calls this file directly (not through $RUN_UNLEARN) is
+# dispatched to a GPU group all the same, never run here one job at a time.
+if [[ -n ${PARALLEL_SWEEP_STATE:-} && -z ${PARALLEL_SWEEP_JOB:-} && ${PRINT_OUTDIR:-} != 1 ]]; then
+    exec "$REPO/unlearn/gpu_group_dispatch.sh" "$METHOD" "$@"
+fi
 
 PRESET=${PRESET:-real}
 SEED=${SEED:-42}
