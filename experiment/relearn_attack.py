@@ -39,6 +39,7 @@ Outputs:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -48,6 +49,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from brittle.attacks import recovery_rate, relative_accuracy
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
 from brittle.models import check_model_reference, load_model_and_tokenizer
 from brittle.multiple_choice import multiple_choice_accuracy
@@ -107,16 +109,18 @@ def read_questions(path: str | Path, half: str) -> list[dict[str, Any]]:
 
 
 def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[dict],
-                args: argparse.Namespace, unattacked: dict[str, float] | None = None) -> list[dict[str, Any]]:
+                args: argparse.Namespace, unattacked: dict[str, float] | None = None,
+                texts: list[str] | None = None) -> list[dict[str, Any]]:
     """Fine-tune a fresh copy of the model on T at one learning rate; V and T accuracy per epoch.
 
     AdamW with a cosine schedule over all epochs; evaluated before training (epoch 0) and after
     every epoch, so one run also answers "how many epochs?". `unattacked` (the epoch-0 accuracies,
-    identical for every learning rate) skips scoring the untouched model again.
+    identical for every learning rate) skips scoring the untouched model again. `texts` replaces T's
+    answers as the training data (the benign fine-tuning attack, Step 15, trains on retain text).
     """
     seed_everything(args.seed)
     model, tokenizer = load_model_and_tokenizer(model_name, args.device, args.dtype)
-    sequences = encode_texts(tokenizer, answer_texts(train), max_length=args.max_length)
+    sequences = encode_texts(tokenizer, answer_texts(train) if texts is None else texts, max_length=args.max_length)
     steps_per_epoch = math.ceil(len(sequences) / args.batch_size)
     optimizer, schedule = adamw_with_cosine_schedule(model.parameters(), lr=lr,
                                                      total_steps=steps_per_epoch * args.epochs)
@@ -150,37 +154,43 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
 
 
 def attack(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
-           args: argparse.Namespace) -> list[dict[str, Any]]:
+           args: argparse.Namespace, texts: list[str] | None = None) -> list[dict[str, Any]]:
     """The sweep: one fresh fine-tuning run per learning rate (the untouched model is scored once)."""
     rows: list[dict[str, Any]] = []
     unattacked = None
     for lr in rates:
-        run = attack_once(model_name, lr, train, evaluate, args, unattacked)
+        run = attack_once(model_name, lr, train, evaluate, args, unattacked, texts)
         unattacked = {key: run[0][key] for key in ("v_accuracy", "t_accuracy")}
         rows += run
     return rows
 
 
 def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
-                  args: argparse.Namespace) -> list[dict[str, Any]]:
+                  args: argparse.Namespace, texts: list[str] | None = None, step: str = "relearn_attack",
+                  label: str = "RTT") -> list[dict[str, Any]]:
     """The attack on one model, computed once per (model, settings) and kept in its own folder.
 
     Base and filtered are attacked identically for every unlearned model, so their runs are reused.
+    `texts`, `step` and `label` let another fine-tuning attack (Step 15) reuse the sweep: its training
+    texts, its folder name and its plot label.
     """
-    folder = model_step_dir(model_name, f"relearn_attack_seed{args.seed}", args.output_root)
+    folder = model_step_dir(model_name, f"{step}_seed{args.seed}", args.output_root)
     settings = {"learning_rates": rates, "epochs": args.epochs, "batch_size": args.batch_size,
                 "max_length": args.max_length, "seed": args.seed, "train_questions": len(train),
                 "eval_questions": len(evaluate)}
+    if texts is not None:
+        settings["train_texts_sha256"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
     settings_file = folder / "settings.json"
     if folder.exists() and not args.force and json.loads(settings_file.read_text()) == settings:
         print(f"reusing the attack on {model_name} ({folder})")
         return [{**row, **{key: float(row[key]) for key in ("lr", "v_accuracy", "t_accuracy")},
                  "epoch": int(row["epoch"]), "step": int(row["step"])} for row in read_csv(folder / "runs.csv")]
-    rows = attack(model_name, train, evaluate, rates, args)
+    rows = attack(model_name, train, evaluate, rates, args, texts)
     with staged_directory(folder) as staging:
         write_csv(staging / "runs.csv", rows, RUN_COLUMNS)
         write_json(staging / "settings.json", settings)
-        plot_attack(staging / "relearning_curves.png", f"RTT on {Path(model_name).name}: V accuracy per learning rate",
+        plot_attack(staging / "relearning_curves.png",
+                    f"{label} on {Path(model_name).name}: V accuracy per learning rate",
                     {f"lr {lr:g}": [row for row in rows if row["lr"] == lr] for lr in rates})
     return rows
 
@@ -197,8 +207,7 @@ def best_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def recovery_rates(a: float, b: float, c: float) -> dict[str, float | None]:
     """(B - A) / (C - A) and B / C; None where the denominator is not positive."""
-    return {"recovery_rate": (b - a) / (c - a) if c - a > 0 else None,
-            "relative_accuracy": b / c if c > 0 else None}
+    return {"recovery_rate": recovery_rate(a, b, c), "relative_accuracy": relative_accuracy(b, c)}
 
 
 # --------------------------------------------------------------------------------------------------
