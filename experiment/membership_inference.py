@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     files = {"forget_text": args.forget_text,
              **({"nonmember_text": args.nonmember_text} if args.nonmember_text else
                 {"forget_questions": args.forget_questions})}
-    inputs = step_inputs(models, files, {"max_samples": args.max_samples, "k": args.k, "max_length": args.max_length,
-                                         "dtype": args.dtype, "seed": args.seed})
+    nonmember_source = "file" if args.nonmember_text else "counterfactual forget facts"
+    inputs = step_inputs(models, files, {"nonmembers": nonmember_source, "max_samples": args.max_samples, "k": args.k,
+                                         "max_length": args.max_length, "dtype": args.dtype, "seed": args.seed})
     if skip_if_same_inputs(outdir, inputs, args.force, f"membership inference on {args.model_b}"):
         return
     members = read_texts(args.forget_text, args.max_samples, what="forget text")

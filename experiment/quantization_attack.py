@@ -1,6 +1,6 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = ["brittle", "bitsandbytes>=0.46"]
+# dependencies = ["brittle", "bitsandbytes>=0.46.1"]
 #
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }
