@@ -35,6 +35,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
 from brittle.attacks import (
     VERDICT_COLUMNS,
     VERDICT_FOLDER,
@@ -174,15 +177,15 @@ def plot_verdict(path: Path, rows: list[dict[str, Any]]) -> None:
             axis.plot([row["recovery_ci_low"], row["recovery_ci_high"]], [position, position], color="black")
         if row["filtered_recovery_rate"] is not None:
             axis.plot(row["filtered_recovery_rate"], position, "x", color="tab:red")
-    axis.plot([], [], "x", color="tab:red", label="filtered model (floor)")
-    axis.barh([], [], color="tab:blue", label="recovery rate (B−A)/(C−A), 95% CI")
-    axis.barh([], [], color="tab:purple", label="MIA: base's membership signal left")
+    handles = [Line2D([], [], marker="x", linestyle="", color="tab:red", label="filtered model (floor)"),
+               Patch(color="tab:blue", label="recovery rate (B−A)/(C−A), 95% CI"),
+               Patch(color="tab:purple", label="MIA: base's membership signal left")]
     axis.set_yticks(positions, [f"{row['unlearned'][:40]} | {row['attack']}" for row in shown], fontsize="x-small")
     axis.axvline(0, color="grey", linewidth=1)
     axis.axvline(1, color="grey", linewidth=1, linestyle=":")
     axis.set_xlabel("0 = erased (nothing comes back), 1 = hidden (all comes back)")
     axis.set_title("Verdict: what each attack recovers", fontsize="medium")
-    axis.legend(fontsize="x-small", loc="lower right")
+    figure.legend(handles=handles, fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
     save_figure(figure, path)
 
 
