@@ -47,7 +47,7 @@ from brittle.attacks import (
     verdict_table_html,
 )
 from brittle.cli import UserError, run_cli
-from brittle.outputs import model_step_dir, read_csv, staged_directory, write_csv, write_text
+from brittle.outputs import model_slug, model_step_dir, read_csv, staged_directory, write_csv, write_text
 from brittle.plotting import figure_and_axes, save_figure
 
 ACCURACY = "V accuracy"
@@ -60,8 +60,7 @@ SEED_FOLDER = re.compile(r"^(?P<step>.+)_seed(?P<seed>-?\d+)$")
 
 def seedless_name(name: str, seed: int) -> str:
     """A model's name with its seed replaced by `s*`, and the `_s<seed>` suffix of non-default seeds dropped."""
-    slug = Path(name).name if Path(name).exists() else name
-    slug = re.sub(rf"_s{seed}$", "", slug)
+    slug = re.sub(rf"_s{seed}$", "", model_slug(name))
     return re.sub(rf"(?<![0-9A-Za-z])s{seed}(?![0-9])", "s*", slug)
 
 

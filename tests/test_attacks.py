@@ -40,6 +40,21 @@ def test_paired_bootstrap_interval_brackets_the_recovery_rate():
     assert attacks.paired_bootstrap_interval([1] * 10, [1] * 10, [1] * 10) == (None, None)  # nothing forgotten
 
 
+def test_the_verdict_joins_seeds_of_one_unlearned_model():
+    names = {42: "org/toy-base-s42__ga__ep1_lr1e-03", 123: "org/toy-base-s123__ga__ep1_lr1e-03_s123"}
+    seedless = {verdict.seedless_name(name, seed) for seed, name in names.items()}
+    assert seedless == {"org_toy-base-s*__ga__ep1_lr1e-03"}
+    results = [{"attack": "x", "unlearned": names[seed], "seed": seed, "questions": 4, "a": 0.25, "b": b, "c": 1.0,
+                "f0": 0.25, "f": 0.25, "recovery": (b - 0.25) / 0.75, "filtered_recovery": 0.0,
+                "correct": {"A": [1, 0, 0, 0], "B": correct, "C": [1, 1, 1, 1]}}
+               for seed, b, correct in ((42, 0.5, [1, 1, 0, 0]), (123, 1.0, [1, 1, 1, 1]))]
+    [row] = verdict.verdict_rows(results)
+    assert row["seeds"] == "42 123" and row["b_after"] == pytest.approx(0.75)
+    assert row["recovery_rate"] == pytest.approx((1 / 3 + 1) / 2)
+    assert row["recovery_rate_std"] == pytest.approx(2 / 3 / 2 ** 0.5)
+    assert row["recovery_ci_low"] <= row["recovery_rate"] <= row["recovery_ci_high"]
+
+
 def test_few_shot_examples_come_from_t_and_paraphrases_were_never_trained(toy_organism: ToyOrganism):
     questions = toy_organism.data / "questions"
     train, evaluate = read_jsonl(questions / "forget_t.jsonl"), read_jsonl(questions / "forget_v.jsonl")
