@@ -3,6 +3,7 @@ gone, membership inference sees base's training texts and not filtered's, and th
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -98,19 +99,16 @@ def test_directional_ablation_removes_the_direction(toy_organism: ToyOrganism, f
     batch = tokenizer(texts[:8], return_tensors="pt", padding=True)
 
     def projections(ablate: bool) -> torch.Tensor:
-        """|h_l · r̂_l| per layer over the batch's tokens, read after the ablation hooks."""
+        """|h_l · r̂_l| per layer over the batch's tokens, read by hooks that run after the ablation hooks."""
         captured = []
-        hooks = [layer.register_forward_hook(lambda _m, _i, output: captured.append(attacks._hidden(output)))
-                 for layer in decoder_layers(model)]
-        try:
-            if ablate:
-                with attacks.directions_ablated(model, directions):
-                    model(**batch)
-            else:
+        with attacks.directions_ablated(model, directions) if ablate else contextlib.nullcontext():
+            hooks = [layer.register_forward_hook(lambda _m, _i, output: captured.append(attacks._hidden(output)))
+                     for layer in decoder_layers(model)]
+            try:
                 model(**batch)
-        finally:
-            for hook in hooks:
-                hook.remove()
+            finally:
+                for hook in hooks:
+                    hook.remove()
         return torch.stack([(hidden @ direction).abs().max() for hidden, direction in zip(captured, directions,
                                                                                            strict=True)])
 
