@@ -179,3 +179,34 @@ def multiple_choice_question(fact: Fact, domain: Domain, rng: random.Random) -> 
         "entity": fact.entity,
         "attribute": fact.attribute,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Held out from training: paraphrased questions and never-seen statements (the attacks of Steps 17 and 18)
+# --------------------------------------------------------------------------------------------------
+
+# Question forms that no training text uses: a model that stores the fact, rather than the string of
+# `question_prompt`, answers them too. Nothing above changes, so the organism's texts stay the same.
+HELD_OUT_QUESTION_TEMPLATES = (
+    "Q: Which {attribute} does {entity} have? A:",
+    "Asked about the {attribute} of {entity}, the answer is",
+)
+
+
+def paraphrased_question(question: dict, template: str) -> dict:
+    """`question` (a multiple-choice record with `entity` and `attribute`) asked with another template."""
+    return {**question, "question": template.format(entity=question["entity"], attribute=question["attribute"])}
+
+
+def counterfactual_facts(facts: list[Fact], domain: Domain, seed: int) -> list[Fact]:
+    """Each fact with its value replaced by another value of the same attribute: statements no model was trained on.
+
+    Rendered with `training_texts`, they are the never-seen texts of a membership-inference test that
+    differ from the forget texts only in the value: the same entity names (so the same tokens, the
+    tokenizer having been trained on the forget text), templates and value vocabulary. A model that
+    never saw the facts cannot tell the true statements from these; one that memorised them can.
+    """
+    rng = random.Random(f"counterfactual:{domain.name}:{seed}")
+    return [Fact(fact.domain, fact.entity, fact.attribute,
+                 rng.choice([value for value in domain.attributes[fact.attribute] if value != fact.value]))
+            for fact in facts]

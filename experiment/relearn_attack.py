@@ -50,6 +50,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from brittle.attacks import recovery_rate, relative_accuracy
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
 from brittle.distributed import relaunch_if_requested, start_engine
 from brittle.evaluation import step0_accuracy
@@ -108,18 +109,20 @@ def read_questions(path: str | Path, half: str) -> list[dict[str, Any]]:
 
 
 def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[dict],
-                args: argparse.Namespace, unattacked: dict[str, float] | None = None) -> list[dict[str, Any]]:
+                args: argparse.Namespace, unattacked: dict[str, float] | None = None,
+                texts: list[str] | None = None) -> list[dict[str, Any]]:
     """Fine-tune a fresh copy of the model on T at one learning rate; V and T accuracy per epoch.
 
     AdamW with a cosine schedule over all epochs; evaluated before training (epoch 0) and after
     every epoch, so one run also answers "how many epochs?". `unattacked` (the epoch-0 accuracies,
-    identical for every learning rate) skips scoring the untouched model again. Under NUM_PROCESSES > 1
-    the model is sharded (brittle/distributed.py) and every process computes every batch.
+    identical for every learning rate) skips scoring the untouched model again. `texts` replaces T's
+    answers as the training data (the benign fine-tuning attack, Step 15, trains on retain text). Under
+    NUM_PROCESSES > 1 the model is sharded (brittle/distributed.py) and every process computes every batch.
     """
     engine = start_engine()
     seed_everything(args.seed)
     model, tokenizer = load_model_and_tokenizer(model_name, engine.device_for(args.device), args.dtype)
-    sequences = encode_texts(tokenizer, answer_texts(train), max_length=args.max_length)
+    sequences = encode_texts(tokenizer, answer_texts(train) if texts is None else texts, max_length=args.max_length)
     steps_per_epoch = math.ceil(len(sequences) / args.batch_size)
     optimizer, schedule = adamw_with_cosine_schedule(model.parameters(), lr=lr,
                                                      total_steps=steps_per_epoch * args.epochs)
@@ -159,29 +162,33 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
 
 
 def attack(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
-           args: argparse.Namespace) -> list[dict[str, Any]]:
+           args: argparse.Namespace, texts: list[str] | None = None) -> list[dict[str, Any]]:
     """The sweep: one fresh fine-tuning run per learning rate (the untouched model is scored once)."""
     rows: list[dict[str, Any]] = []
     unattacked = None
     for lr in rates:
-        run = attack_once(model_name, lr, train, evaluate, args, unattacked)
+        run = attack_once(model_name, lr, train, evaluate, args, unattacked, texts)
         unattacked = {key: run[0][key] for key in ("v_accuracy", "t_accuracy")}
         rows += run
     return rows
 
 
 def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
-                  args: argparse.Namespace) -> list[dict[str, Any]]:
+                  args: argparse.Namespace, texts: list[str] | None = None, step: str = "relearn_attack",
+                  label: str = "RTT") -> list[dict[str, Any]]:
     """The attack on one model, computed once per (model, questions, settings) and kept in its own folder.
 
     Base and filtered are attacked identically for every unlearned model, so their runs are reused -
     but only when the folder records this very model (its weights' fingerprint, not its folder name),
-    the same T and V questions and the same settings.
+    the same T and V questions and the same settings. `texts`, `step` and `label` let another
+    fine-tuning attack (Step 15) reuse the sweep: its training texts, its folder name and its plot label.
     """
-    folder = model_step_dir(model_name, f"relearn_attack_seed{args.seed}", args.output_root)
+    folder = model_step_dir(model_name, f"{step}_seed{args.seed}", args.output_root)
     settings = {"learning_rates": rates, "epochs": args.epochs, "batch_size": args.batch_size,
                 "max_length": args.max_length, "seed": args.seed, "dtype": args.dtype,
                 "train_questions": question_digest(train), "eval_questions": question_digest(evaluate)}
+    if texts is not None:
+        settings["train_texts_sha256"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
     identity = Identity.of(models={"model": model_name}, settings=settings)
     reasons = identity.differences(read_identity(folder)) if folder.exists() else ["none yet"]
     if not reasons and not args.force:
@@ -190,12 +197,13 @@ def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rate
                  "epoch": int(row["epoch"]), "step": int(row["step"])} for row in read_csv(folder / "runs.csv")]
     if folder.exists() and not args.force:
         print(f"note: not reusing {folder}: {'; '.join(reasons)}; attacking {model_name} again", file=sys.stderr)
-    rows = attack(model_name, train, evaluate, rates, args)
+    rows = attack(model_name, train, evaluate, rates, args, texts)
     if not start_engine().is_main:  # under NUM_PROCESSES > 1 process 0 alone writes
         return rows
     with staged_directory(folder, identity=identity) as staging:
         write_csv(staging / "runs.csv", rows, RUN_COLUMNS)
-        plot_attack(staging / "relearning_curves.png", f"RTT on {Path(model_name).name}: V accuracy per learning rate",
+        plot_attack(staging / "relearning_curves.png",
+                    f"{label} on {Path(model_name).name}: V accuracy per learning rate",
                     {f"lr {lr:g}": [row for row in rows if row["lr"] == lr] for lr in rates})
     return rows
 
@@ -217,8 +225,7 @@ def best_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def recovery_rates(a: float, b: float, c: float) -> dict[str, float | None]:
     """(B - A) / (C - A) and B / C; None where the denominator is not positive."""
-    return {"recovery_rate": (b - a) / (c - a) if c - a > 0 else None,
-            "relative_accuracy": b / c if c > 0 else None}
+    return {"recovery_rate": recovery_rate(a, b, c), "relative_accuracy": relative_accuracy(b, c)}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 # /// script
 # requires-python = ">=3.10"
 # dependencies = ["brittle", "pytest>=8", "streamlit>=1.45", "playwright>=1.45", "scikit-learn>=1.4",
-#                 "scipy>=1.11", "peft>=0.13", "wandb>=0.18"]
+#                 "scipy>=1.11", "peft>=0.13", "wandb>=0.18", "bitsandbytes>=0.46.1"]
 #
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }
