@@ -1,0 +1,109 @@
+"""The vision-language organism: its pictures and data, a tiny LLaVA trained on them, and bad input.
+
+The trained model here is a smaller organism (4 entities per domain, trained in-process for a few
+hundred steps) than experiment/build_vlm_organism.py's default, so the test stays cheap; it is the same
+code path (data writer, tokenizer, LLaVA config, processor, training loop, multiple-choice scoring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+from pathlib import Path
+
+import pytest
+
+from brittle.cli import UserError
+from brittle.outputs import read_jsonl
+from brittle.vlm import (
+    build_vl_world,
+    load_image,
+    load_vl_model,
+    vl_choice_log_likelihoods,
+    vl_multiple_choice_accuracy,
+    write_vl_data,
+)
+from conftest import load_script
+
+build = load_script("experiment/build_vlm_organism.py")
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def vl_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data of a 4-entity-per-domain VL world."""
+    folder = tmp_path_factory.mktemp("toy-vlm")
+    write_vl_data(folder, build_vl_world(entities_per_domain=4, seed=SEED), seed=SEED)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vl_base(vl_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaVA trained on forget + retain records, saved and reloadable as a model folder."""
+    import torch
+
+    torch.set_num_threads(1)
+    args = argparse.Namespace(seed=SEED, steps=250, batch_size=32, lr=4e-3, hidden_size=64, layers=2,
+                              vision_hidden_size=32)
+    records = read_jsonl(vl_data / "forget_qa.jsonl") + read_jsonl(vl_data / "retain_qa.jsonl")
+    tokenizer = build.train_tokenizer([f"{build.vl_prompt(r['question'])} {r['answer']}" for r in records], 512)
+    processor = build.make_processor(tokenizer)
+    model, _ = build.train(records, processor, build.model_config(tokenizer, args), vl_data, args, "test vlm")
+    folder = tmp_path_factory.mktemp("models") / "toy-vlm-base"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_data_is_deterministic_and_questions_do_not_name_the_entity(vl_data: Path, tmp_path: Path) -> None:
+    write_vl_data(tmp_path, build_vl_world(entities_per_domain=4, seed=SEED), seed=SEED)
+    for name in ("forget_qa.jsonl", "questions/forget.jsonl", "questions/retain.jsonl", "images/"):
+        if name.endswith("/"):
+            assert not filecmp.dircmp(vl_data / name, tmp_path / name).diff_files
+        else:
+            assert filecmp.cmp(vl_data / name, tmp_path / name, shallow=False)
+    questions = read_jsonl(vl_data / "questions" / "forget.jsonl")
+    assert all(q["entity"] not in q["question"] for q in questions)
+    half_t = {q["entity"] for q in read_jsonl(vl_data / "questions" / "forget_t.jsonl")}
+    half_v = {q["entity"] for q in read_jsonl(vl_data / "questions" / "forget_v.jsonl")}
+    assert half_t and half_v and not half_t & half_v
+
+
+def test_a_question_about_a_picture_is_answered_from_the_picture(vl_data: Path, vl_base: Path) -> None:
+    """Known on evaluation pictures it never trained on; the same questions on other entities' pictures
+    get other answers, so the answer comes from the picture, not the question text."""
+    model, processor = load_vl_model(vl_base)
+    questions = read_jsonl(vl_data / "questions" / "retain.jsonl") + read_jsonl(vl_data / "questions" / "forget.jsonl")
+    scores = vl_choice_log_likelihoods(model, processor.tokenizer, processor.image_processor, questions, vl_data)
+    accuracy = vl_multiple_choice_accuracy(model, processor.tokenizer, processor.image_processor, questions, vl_data)
+    assert accuracy >= 0.8, accuracy
+    # Each question shown with the picture of the entity `shift` entities further on (always another one).
+    shift = 5
+    swapped = [dict(q, image=questions[(i + shift) % len(questions)]["image"]) for i, q in enumerate(questions)]
+    assert all(s["image"] != q["image"] for s, q in zip(swapped, questions, strict=True))
+    swapped_scores = vl_choice_log_likelihoods(model, processor.tokenizer, processor.image_processor, swapped,
+                                               vl_data)
+    changed = sum(max(range(4), key=a.__getitem__) != max(range(4), key=b.__getitem__)
+                  for a, b in zip(scores, swapped_scores, strict=True))
+    assert changed >= len(questions) // 2, f"only {changed} of {len(questions)} answers changed with the picture"
+
+
+def test_bad_pictures_and_records_end_in_one_clear_error(vl_data: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    with pytest.raises(UserError, match=r"broken\.png cannot be read as a picture"):
+        load_image(broken)
+    with pytest.raises(UserError, match="does not exist"):
+        load_image(tmp_path / "missing.png")
+    question = dict(read_jsonl(vl_data / "questions" / "retain.jsonl")[0])
+    del question["image"]
+    with pytest.raises(UserError, match="question 1 has no image"):
+        vl_choice_log_likelihoods(None, None, None, [question], vl_data)  # type: ignore[arg-type]
+
+
+def test_build_script_refuses_unknown_roles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("sys.argv", ["build_vlm_organism.py", "--roles", "base,teacher",
+                                     "--data-dir", str(tmp_path / "data")])
+    with pytest.raises(UserError, match="unknown --roles teacher"):
+        build.main()
+    assert not (tmp_path / "data").exists()  # refused before anything was written
