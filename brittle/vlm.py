@@ -156,7 +156,8 @@ def build_vl_world(entities_per_domain: int = DEFAULT_ENTITIES_PER_DOMAIN, seed:
                    frozenset(forget_entities[:half]), frozenset(forget_entities[half:]))
 
 
-def _image_name(entity: str, view: int) -> str:
+def image_name(entity: str, view: int) -> str:
+    """Path of one picture of an entity, relative to the data folder."""
     return f"images/{entity}-{view}.png"
 
 
@@ -174,11 +175,11 @@ def write_vl_data(folder: Path, world: VLWorld, seed: int) -> None:
     (folder / "images").mkdir(parents=True, exist_ok=True)
     for entity, appearance in world.appearances.items():
         for view in range(VIEWS_PER_ENTITY + 1):
-            draw(appearance, rng).save(folder / _image_name(entity, view))
+            draw(appearance, rng).save(folder / image_name(entity, view))
     domains = {FORGET_DOMAIN.name: FORGET_DOMAIN, RETAIN_DOMAIN.name: RETAIN_DOMAIN}
 
     def qa_records(facts: list[Fact]) -> list[dict[str, Any]]:
-        return [{"image": _image_name(fact.entity, view), "question": picture_question(fact.domain, fact.attribute),
+        return [{"image": image_name(fact.entity, view), "question": picture_question(fact.domain, fact.attribute),
                  "answer": fact.value} for fact in facts for view in range(VIEWS_PER_ENTITY)]
 
     def mc_question(fact: Fact, domain: Domain) -> dict[str, Any]:
@@ -186,7 +187,7 @@ def write_vl_data(folder: Path, world: VLWorld, seed: int) -> None:
                                  OPTIONS_PER_QUESTION - 1)
         choices = [fact.value, *distractors]
         rng.shuffle(choices)
-        return {"image": _image_name(fact.entity, VIEWS_PER_ENTITY),
+        return {"image": image_name(fact.entity, VIEWS_PER_ENTITY),
                 "question": picture_question(fact.domain, fact.attribute), "choices": choices,
                 "answer": choices.index(fact.value), "entity": fact.entity, "attribute": fact.attribute}
 
@@ -338,11 +339,60 @@ def vl_multiple_choice_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTok
     return accuracy_from_scores(questions, scores)
 
 
-def load_vl_model(folder: str | Path, device: str = "cpu") -> tuple[PreTrainedModel, Any]:
-    """A LLaVA model and its processor (`.tokenizer`, `.image_processor`) from a folder or hub name."""
+def check_vision_language_model(name: str) -> None:
+    """A `UserError` unless `name` (hub id or folder) is a vision-language model; reads only its config."""
+    from transformers import AutoConfig
+
+    from brittle.models import check_model_reference, model_load_error
+
+    check_model_reference(name)
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise model_load_error(name, error) from error
+    if getattr(config, "vision_config", None) is None:
+        raise UserError(f"{name} is a text-only model ({config.model_type}) and cannot take --image; "
+                        "pass a vision-language model such as models/toy-vlm-base-s42 or llava-hf/llava-1.5-7b-hf")
+
+
+def load_vl_model(folder: str | Path, device: str = "cpu", dtype: str = "auto") -> tuple[PreTrainedModel, Any]:
+    """A LLaVA model in eval mode and its processor (`.tokenizer`, `.image_processor`), from a folder or hub id."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    processor = AutoProcessor.from_pretrained(str(folder))
-    model = LlavaForConditionalGeneration.from_pretrained(str(folder)).to(device)
+    from brittle.models import model_load_error
+    from brittle.runtime import resolve_device, resolve_dtype
+
+    resolved_device = resolve_device(device)
+    try:
+        processor = AutoProcessor.from_pretrained(str(folder))
+        model = LlavaForConditionalGeneration.from_pretrained(str(folder), dtype=resolve_dtype(dtype, resolved_device))
+    except (OSError, ValueError) as error:
+        raise model_load_error(str(folder), error) from error
+    model.to(resolved_device)
     model.eval()
     return model, processor
+
+
+def picture_option_probabilities(model: PreTrainedModel, processor: Any, question: str, image: str | Path,
+                                 choices: Sequence[str]) -> tuple[list[float], list[float]]:
+    """Log-likelihood and normalised probability of each option as the answer to `question` about `image`."""
+    from brittle.multiple_choice import choice_probabilities
+
+    record = {"image": str(Path(image).resolve()), "question": question, "choices": list(choices)}
+    scores = vl_choice_log_likelihoods(model, processor.tokenizer, processor.image_processor, [record], Path("/"))[0]
+    return scores, choice_probabilities(scores)
+
+
+@torch.no_grad()
+def generate_about_picture(model: PreTrainedModel, processor: Any, question: str, image: str | Path,
+                           max_new_tokens: int) -> str:
+    """The model's greedy answer to `question` about `image` (LLaVA-1.5 prompt), without the prompt."""
+    device = model.get_input_embeddings().weight.device
+    pixel_values = processor.image_processor(images=[load_image(image)], return_tensors="pt")["pixel_values"]
+    prompt = expand_image_tokens(vl_prompt(question), image_seq_length(model))
+    input_ids = processor.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+    output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                            pixel_values=pixel_values.to(device, next(model.parameters()).dtype),
+                            max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=processor.tokenizer.pad_token_id)
+    return processor.tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)

@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where the model folders go (default {MODELS_DIR})")
     parser.add_argument("--seed", type=int, default=42, help="seed of the world, pictures, initialisation, order")
     parser.add_argument("--entities", type=positive_int, default=16, help="invented entities per domain")
-    parser.add_argument("--steps", type=positive_int, default=600, help="optimizer steps per model")
+    parser.add_argument("--steps", type=positive_int, default=1000, help="optimizer steps per model")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--hidden-size", type=positive_int, default=96, help="language model width")
