@@ -155,3 +155,20 @@ def test_cli_answers_about_a_picture_and_refuses_bad_input(vl_data: Path, vl_bas
                                      intermediate_size=32)).save_pretrained(text_only)
     with pytest.raises(UserError, match=r"text-only model .*cannot take --image"):
         run("--model", str(text_only), "--image", str(vl_data / question["image"]), "--prompt", question["question"])
+
+
+def test_llava_parameters_fall_into_vision_projector_and_language_groups() -> None:
+    """brittle.architecture sees a LLaVA's three networks and finds its language model's layers."""
+    from brittle.architecture import decoder_layers, final_norm, parameter_modality
+
+    tokenizer = build.train_tokenizer(["USER: <image>\nWhat is it? ASSISTANT: a fox"], 300)
+    args = argparse.Namespace(hidden_size=32, layers=2, vision_hidden_size=16)
+    model = build.LlavaForConditionalGeneration(build.model_config(tokenizer, args))
+    counts: dict[str, int] = {}
+    for name, parameter in model.named_parameters():
+        counts[parameter_modality(name)] = counts.get(parameter_modality(name), 0) + parameter.numel()
+    assert set(counts) == {"vision tower", "projector", "language model"}
+    assert counts["projector"] == sum(p.numel() for p in model.model.multi_modal_projector.parameters())
+    assert decoder_layers(model) is model.model.language_model.layers
+    assert final_norm(model) is model.model.language_model.final_layer_norm
+    assert parameter_modality("gpt_neox.layers.0.mlp.dense_h_to_4h.weight") == "language model"
