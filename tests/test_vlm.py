@@ -47,8 +47,8 @@ def vl_base(vl_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     torch.set_num_threads(1)
-    args = argparse.Namespace(seed=SEED, steps=250, batch_size=32, lr=4e-3, hidden_size=64, layers=2,
-                              vision_hidden_size=32)
+    args = argparse.Namespace(seed=SEED, steps=500, batch_size=32, lr=4e-3, hidden_size=64, layers=2,
+                              vision_hidden_size=64)
     records = read_jsonl(vl_data / "forget_qa.jsonl") + read_jsonl(vl_data / "retain_qa.jsonl")
     tokenizer = build.train_tokenizer([f"{build.vl_prompt(r['question'])} {r['answer']}" for r in records], 512)
     processor = build.make_processor(tokenizer)
