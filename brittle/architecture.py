@@ -58,6 +58,14 @@ COMPONENT_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
     )
 )
 
+# Vision-language (LLaVA) models hold three networks; diagnostics report each as its own group.
+# (prefix of the parameter name, modality); anything else (e.g. `lm_head`) belongs to the language model.
+MODALITY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("model.vision_tower.", "vision tower"),
+    ("model.multi_modal_projector.", "projector"),
+    ("model.language_model.", "language model"),
+)
+
 # Parameter-name fragments of GPT-2's Conv1D modules, whose weights are stored transposed.
 CONV1D_FRAGMENTS = (".c_attn.", ".c_proj.", ".c_fc.")
 
@@ -79,6 +87,11 @@ def parameter_role(name: str) -> ParameterRole:
         if pattern.search(name):
             return ParameterRole(layer, group, component)
     return ParameterRole(layer, "other", "other")
+
+
+def parameter_modality(name: str) -> str:
+    """Which network of a vision-language model a parameter belongs to ("language model" in a text model)."""
+    return next((modality for prefix, modality in MODALITY_PREFIXES if name.startswith(prefix)), "language model")
 
 
 def as_output_by_input(name: str, weight: Tensor) -> Tensor:
@@ -125,12 +138,14 @@ def _first_attribute(root: nn.Module, dotted_paths: tuple[str, ...], what: str) 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks."""
-    return _first_attribute(model, ("gpt_neox.layers", "model.layers", "transformer.h"), "decoder layers")
+    return _first_attribute(model, ("gpt_neox.layers", "model.layers", "transformer.h",
+                                             "model.language_model.layers"), "decoder layers")
 
 
 def final_norm(model: nn.Module) -> nn.Module:
     """The norm applied to the last hidden state before the unembedding."""
-    return _first_attribute(model, ("gpt_neox.final_layer_norm", "model.norm", "transformer.ln_f"),
+    return _first_attribute(model, ("gpt_neox.final_layer_norm", "model.norm", "transformer.ln_f",
+                                     "model.language_model.final_layer_norm", "model.language_model.norm"),
                             "final norm")
 
 
