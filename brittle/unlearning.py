@@ -1,7 +1,12 @@
 """One unlearning run, once unlearn.py has named it and found it not done yet.
 
-    check inputs -> load base -> split data -> cache what the method needs -> (LoRA) -> train
-    -> merge -> held-out NLLs -> save the folder -> Step 0 evaluation -> completion marker
+    check inputs -> load base -> split data -> freeze / LoRA -> fp32 master weights -> cache what the
+    method needs -> train -> save dtype, merge -> held-out NLLs -> save the folder -> Step 0 evaluation
+    -> completion marker
+
+Precision (brittle/precision.py): the base loads in the dtype it is stored in; the trainable weights
+become fp32 and AdamW holds fp32 state for them only; every forward pass runs under autocast in
+--dtype; the result is written in --save-dtype (default: the base checkpoint's dtype).
 
 Everything is written into a staging folder that is renamed into place only at the end, so a run
 that fails (bad input, NaN loss, Ctrl-C) leaves nothing behind that a later run would mistake for a
@@ -23,10 +28,18 @@ import transformers
 from brittle.architecture import decoder_layers
 from brittle.cli import UserError
 from brittle.evaluation import evaluate_model, task_manager, write_evaluation
-from brittle.methods import LOSSES, MethodContext, add_weight_noise, random_directions
-from brittle.models import check_model_reference, input_device, load_model_and_tokenizer
+from brittle.methods import LOSSES, MethodContext, add_weight_noise, freeze_above, random_directions
+from brittle.models import attn_implementation_of, check_model_reference, input_device, load_model_and_tokenizer
 from brittle.outputs import staged_directory, write_csv, write_json, write_text
 from brittle.plotting import plot_by_layer
+from brittle.precision import (
+    Precision,
+    cast_for_saving,
+    dtype_name,
+    prepare_for_training,
+    resolve_precision,
+    stored_dtype,
+)
 from brittle.presets import Preset
 from brittle.runtime import seed_everything
 from brittle.sample_weights import read_sample_weights
@@ -87,8 +100,9 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.device, "stored", args.attn_implementation)
     device = input_device(model)
+    precision = resolve_precision(args.dtype, args.save_dtype, device, stored_dtype(args.model, model))
     layers = decoder_layers(model)
     if uses_layers:
         check_layer_ids(args.layer_ids, len(layers), args.model)
@@ -104,24 +118,35 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     data = TrainingData(forget_train, retain_train, forget_heldout, retain_heldout, forget_weights, retain_weights)
     pad = tokenizer.pad_token_id
     print(f"{args.method} on {args.model}: {len(forget_train)} forget / {len(retain_train)} retain training texts, "
-          f"{len(forget_heldout)} / {len(retain_heldout)} held out; device {device}, dtype {model.dtype}")
+          f"{len(forget_heldout)} / {len(retain_heldout)} held out; device {device}, stored "
+          f"{dtype_name(model.dtype)}, compute {dtype_name(precision.compute)}, save {dtype_name(precision.save)}")
+
+    # -- what trains, and in which precision -------------------------------------------------------------
+    context = MethodContext(model, args, layers, args.layer_ids if uses_layers else [])
+    if "pretrained_weights" in card.needs:
+        context.pretrained = pretrained_copy(model)  # θ_pre exactly, in the dtype it is stored in
+    if "retain_activations" in card.needs:  # activation losses: nothing above the top target layer learns
+        freeze_above(model, layers, max(args.layer_ids))
+    if args.lora_rank:
+        context.model = model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
+    prepare_for_training(model, precision)
 
     # -- what the method needs, from the original model --------------------------------------------------
-    context = MethodContext(model, args, layers, args.layer_ids if uses_layers else [])
-    before = heldout_metrics(model, data, args.batch_size, pad, device)
-    caches = Caches()
     model.eval()
-    if "reference_log_probs" in card.needs:
-        caches.forget_reference_log_prob = reference_log_probs(model, forget_train, args.batch_size, pad, device)
-        caches.retain_reference_log_prob = reference_log_probs(model, retain_train, args.batch_size, pad, device)
-    if "retain_activations" in card.needs:
-        caches.retain_original_hidden = original_hidden_states(context, retain_train, args.batch_size, pad, device)
+    with precision.autocast():
+        before = heldout_metrics(model, data, args.batch_size, pad, device)
+    caches = Caches()
+    with precision.autocast():
+        if "reference_log_probs" in card.needs:
+            caches.forget_reference_log_prob = reference_log_probs(model, forget_train, args.batch_size, pad, device)
+            caches.retain_reference_log_prob = reference_log_probs(model, retain_train, args.batch_size, pad, device)
+        if "retain_activations" in card.needs:
+            caches.retain_original_hidden = original_hidden_states(context, retain_train, args.batch_size, pad,
+                                                                   device)
     if "random_directions" in card.needs:
         directions = random_directions(context.layer_ids, model.config.hidden_size, args.seed)
         context.random_directions = {layer: direction.to(next(layers[layer].parameters()).device)
                                      for layer, direction in directions.items()}
-    if "pretrained_weights" in card.needs:
-        context.pretrained = pretrained_copy(model)
     if "weight_noise" in card.needs:
         add_weight_noise(model, args.wt_noise_std, args.seed)
 
@@ -130,18 +155,19 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     if checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if args.lora_rank:
-        context.model = model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
 
     # -- train ---------------------------------------------------------------------------------------------
-    result = train(context, LOSSES[args.method], args.method, data, caches, args, pad, device)
+    result = train(context, LOSSES[args.method], args.method, data, caches, args, pad, device, precision)
+    context.pretrained = {}
+    model = cast_for_saving(model, precision)  # before merging: LoRA merges in the save dtype
     if args.lora_rank:
         context.model = model = model.merge_and_unload()
     if checkpointing:
         model.gradient_checkpointing_disable()
         model.config.use_cache = True
     model.eval()
-    after = heldout_metrics(model, data, args.batch_size, pad, device)
+    with precision.autocast():
+        after = heldout_metrics(model, data, args.batch_size, pad, device)
     print(f"held-out NLL  forget {format_nll(before['forget_nll'])} -> {format_nll(after['forget_nll'])}, "
           f"retain {format_nll(before['retain_nll'])} -> {format_nll(after['retain_nll'])}, "
           f"gap {format_nll(before['gap'])} -> {format_nll(after['gap'])}  ({result.seconds:.1f} s training)")
@@ -163,7 +189,7 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
             write_evaluation(staging / "evals", str(outdir), summary, headline_tasks=tasks,
                              details={"preset": preset.name, "mmlu_limit": preset.mmlu_limit,
                                       "seconds": round(evaluation_seconds, 1)})
-        record = run_record(args, plan, preset, data, result, before, after, summary, model, device,
+        record = run_record(args, plan, preset, data, result, before, after, summary, model, device, precision,
                             {"train": round(result.seconds, 1), "evaluation": round(evaluation_seconds, 1),
                              "total": round(time.perf_counter() - process_start, 1)})
         write_text(staging / "README.md", model_card(record))
@@ -205,7 +231,7 @@ def write_training_log(folder: Path, result: TrainingResult, before: dict, after
 
 def run_record(args: argparse.Namespace, plan, preset: Preset, data: TrainingData,
                result: TrainingResult, before: dict, after: dict, summary: dict, model, device: torch.device,
-               seconds: dict[str, float]) -> dict[str, Any]:
+               precision: Precision, seconds: dict[str, float]) -> dict[str, Any]:
     """Everything needed to interpret (and redo) the run; written last as the completion marker."""
     return {
         "run_name": plan.name,
@@ -233,6 +259,8 @@ def run_record(args: argparse.Namespace, plan, preset: Preset, data: TrainingDat
         "seconds": seconds,
         "device": str(device),
         "dtype": str(model.dtype).replace("torch.", ""),
+        "precision": precision.record(),
+        "attn_implementation": attn_implementation_of(model),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

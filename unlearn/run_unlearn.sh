@@ -21,7 +21,9 @@
 #   LORA_RANK LORA_ALPHA EVAL_BATCH_SIZE THREADS
 #   FORGET_DATA RETAIN_DATA   text files (default: the preset's)
 #   FORGET_WEIGHTS RETAIN_WEIGHTS   per-text weights, JSONL (any method; rapidun's default: computed)
-#   DEVICE DTYPE    default auto, auto
+#   DEVICE DTYPE    default auto, auto (DTYPE is the compute dtype; weights and AdamW stay fp32)
+#   SAVE_DTYPE      dtype of the saved weights (default auto: the base checkpoint's; fp32 keeps all of ΔW)
+#   ATTN_IMPLEMENTATION  auto (flash_attention_2 when available, else sdpa), sdpa, flash_attention_2, eager
 #   NO_SAVE=1       keep results but not the weights      NO_EVAL=1   skip the Step 0 evaluation
 #   PUSH_TO_HUB=1   upload the finished model (HUB_REPO=user/name to choose the repository)
 #   FORCE=1         train again even if this configuration finished
@@ -58,7 +60,8 @@ MODEL=${MODEL:-${BASE:-}}
 for variable in EPOCHS LR BATCH_SIZE GRAD_ACCUM_STEPS MAX_LENGTH GRAD_CLIP WEIGHT_DECAY EVAL_SPLIT EVAL_INTERVAL \
         MAX_STEPS RETAIN_WEIGHT FORGET_WEIGHT BETA ALPHA STEERING_COEFF LAYER_ID LAT_EPS LAT_STEPS WT_NOISE_STD \
         WT_REG_LAMBDA ASCENT_ALPHA DESCENT_BETA MIX_RATIO LORA_RANK LORA_ALPHA EVAL_BATCH_SIZE THREADS FORGET_DATA \
-        RETAIN_DATA FORGET_WEIGHTS RETAIN_WEIGHTS DEVICE DTYPE UNLEARNED_ROOT HUB_REPO WANDB_PROJECT; do
+        RETAIN_DATA FORGET_WEIGHTS RETAIN_WEIGHTS DEVICE DTYPE UNLEARNED_ROOT HUB_REPO WANDB_PROJECT SAVE_DTYPE \
+        ATTN_IMPLEMENTATION; do
     if [[ -n ${!variable:-} ]]; then
         flag=${variable,,}
         arguments+=("--${flag//_/-}" "${!variable}")
@@ -87,7 +90,7 @@ fi
 if [[ $METHOD == rapidun && -z ${FORGET_WEIGHTS:-} && -z ${RETAIN_WEIGHTS:-} ]] && ! switched_on PRINT_OUTDIR; then
     weight_arguments=(--preset "$PRESET" --seed "$SEED")
     [[ -n $MODEL ]] && weight_arguments+=(--model "$MODEL")
-    for variable in FORGET_DATA RETAIN_DATA DEVICE DTYPE THREADS; do
+    for variable in FORGET_DATA RETAIN_DATA DEVICE DTYPE THREADS ATTN_IMPLEMENTATION; do
         if [[ -n ${!variable:-} ]]; then
             flag=${variable,,}
             weight_arguments+=("--${flag//_/-}" "${!variable}")

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brittle.cli import UserError, run_cli
+from brittle.cli import UserError, add_attention_argument, run_cli
 from brittle.outputs import model_slug
 from brittle.presets import Preset, get_preset
 from brittle.sample_weights import (
@@ -292,7 +292,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                          help="auto (accelerate places the model on the visible GPUs; else MPS, else CPU), cuda, "
                               "cuda:N, mps or cpu")
     runtime.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                         help="auto = bf16 on CUDA, fp16 on MPS, fp32 on CPU")
+                         help="compute dtype (autocast); auto = bf16 on CUDA, fp16 on MPS, fp32 on CPU. Trainable "
+                              "weights and AdamW state are always fp32, frozen weights stay in the checkpoint's dtype")
+    runtime.add_argument("--save-dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                         help="dtype of the saved weights (SAVE_DTYPE); auto = the dtype the base checkpoint is "
+                              "stored in (bf16 for the real models: updates below bf16's resolution, ~w/256, are "
+                              "rounded away on saving); fp32 keeps every bit of ΔW at twice the disk space")
+    add_attention_argument(runtime)  # --attn-implementation (ATTN_IMPLEMENTATION)
     runtime.add_argument("--seed", type=int, default=DEFAULT_SEED,
                          help="seed of the data split, batch order, random targets and noise (default 42)")
     runtime.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"],
