@@ -24,6 +24,11 @@ are independent, so learning T cannot teach V: if V comes back, it was still in 
     relative accuracy   = B / C               attacked unlearned model vs attacked base
     filtered recovery   = (F - F0) / (C - F0) the same for the filtered model (F0: before the attack)
 
+Precision and memory (brittle/precision.py): the attacked model trains with fp32 weights and AdamW
+state and computes in --dtype under autocast (bf16 on CUDA), so that the small learning rates of the
+sweep are not rounded away; gradient checkpointing is on by default on CUDA; during each evaluation
+the optimizer state waits in host memory, and the scorer runs each question's context once.
+
 A pre-flight check first verifies that the base model knows the forget facts (accuracy on T and V at
 least `--baseline-min-forget-acc`; 0 disables it): without that there is nothing to unlearn or recover.
 
@@ -49,7 +54,7 @@ import torch
 from tqdm import tqdm
 
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
-from brittle.models import check_model_reference, load_model_and_tokenizer
+from brittle.models import check_model_reference, input_device, load_model_and_tokenizer
 from brittle.multiple_choice import multiple_choice_accuracy
 from brittle.outputs import (
     comparison_step_dir,
@@ -62,9 +67,10 @@ from brittle.outputs import (
     write_json,
 )
 from brittle.plotting import figure_and_axes, save_figure
+from brittle.precision import dtype_name, prepare_for_training, released_optimizer, resolve_precision, stored_dtype
 from brittle.preflight import check_forget_baseline, step0_forget_accuracy
 from brittle.presets import get_preset
-from brittle.runtime import seed_everything
+from brittle.runtime import resolve_device, resolve_dtype, seed_everything
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
 
 RUN_COLUMNS = ["model", "lr", "epoch", "step", "v_accuracy", "t_accuracy"]
@@ -115,27 +121,33 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
     identical for every learning rate) skips scoring the untouched model again.
     """
     seed_everything(args.seed)
-    model, tokenizer = load_model_and_tokenizer(model_name, args.device, args.dtype)
+    model, tokenizer = load_model_and_tokenizer(model_name, args.device, "stored")
+    device = input_device(model)
+    precision = resolve_precision(args.dtype, "auto", device, stored_dtype(model_name, model))
+    trainable = prepare_for_training(model, precision)
+    if checkpointing_on(args.gradient_checkpointing, device):
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     sequences = encode_texts(tokenizer, answer_texts(train), max_length=args.max_length)
     steps_per_epoch = math.ceil(len(sequences) / args.batch_size)
-    optimizer, schedule = adamw_with_cosine_schedule(model.parameters(), lr=lr,
-                                                     total_steps=steps_per_epoch * args.epochs)
+    optimizer, schedule = adamw_with_cosine_schedule(trainable, lr=lr, total_steps=steps_per_epoch * args.epochs)
     rng = random.Random(args.seed)
-    device = model.get_input_embeddings().weight.device
     rows, step = [], 0
     for epoch in tqdm(range(args.epochs + 1), desc=f"RTT {Path(model_name).name} lr={lr:g}", unit="epoch"):
         if epoch > 0:
             model.train()
             for batch in epoch_batches(sequences, args.batch_size, tokenizer.pad_token_id, rng):
                 batch = batch.to(device)
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-                loss = batch_nll(logits, batch.labels)
+                with precision.autocast():
+                    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                    loss = batch_nll(logits, batch.labels)
                 if not torch.isfinite(loss):
                     raise UserError(f"the attack loss became {loss.item()} at lr {lr:g} on {model_name}; "
                                     "lower the learning-rate range (--lr-range)")
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
+                precision.backward(loss)
+                precision.unscale(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+                precision.step(optimizer)
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -143,10 +155,16 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
         if epoch == 0 and unattacked is not None:
             accuracies = unattacked
         else:
-            accuracies = {"v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
-                          "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)}
+            with released_optimizer(optimizer), precision.autocast():
+                accuracies = {"v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
+                              "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)}
         rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step, **accuracies})
     return rows
+
+
+def checkpointing_on(setting: str, device: torch.device) -> bool:
+    """--gradient-checkpointing: on, off, or auto (on CUDA, where memory is the limit)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def attack(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
@@ -170,7 +188,9 @@ def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rate
     folder = model_step_dir(model_name, f"relearn_attack_seed{args.seed}", args.output_root)
     settings = {"learning_rates": rates, "epochs": args.epochs, "batch_size": args.batch_size,
                 "max_length": args.max_length, "seed": args.seed, "train_questions": len(train),
-                "eval_questions": len(evaluate)}
+                "eval_questions": len(evaluate), "master_dtype": "fp32",
+                "compute_dtype": dtype_name(resolve_dtype(args.dtype, resolve_device(args.device))),
+                "attn_implementation": args.attn_implementation}
     settings_file = folder / "settings.json"
     if folder.exists() and not args.force and json.loads(settings_file.read_text()) == settings:
         print(f"reusing the attack on {model_name} ({folder})")
@@ -261,7 +281,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-lrs", type=positive_int, default=None, help="learning rates in the sweep")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (evaluated after each)")
     parser.add_argument("--batch-size", type=positive_int, default=None)
-    parser.add_argument("--eval-batch-size", type=positive_int, default=64)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=16,
+                        help="questions per forward pass of the scorer (all choices of a question share one row)")
+    parser.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"],
+                        help="recompute activations in the backward pass to save memory (auto = on CUDA only)")
     parser.add_argument("--max-length", type=positive_int, default=512)
     parser.add_argument("--baseline-min-forget-acc", type=float, default=None,
                         help="pre-flight threshold on base's forget accuracy (default: the preset's; 0 disables)")
