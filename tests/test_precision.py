@@ -98,7 +98,8 @@ def test_wt_dist_reg_penalty_and_gradient_equal_plain_autograd():
     loss.total.backward()
     # The plain version: autograd through (θ − θ₀)² itself.
     retain = batch.retain
-    plain_distance = sum((parameter - pretrained[name]).pow(2).sum() for name, parameter in reference.named_parameters())
+    plain_distance = sum((parameter - pretrained[name]).pow(2).sum()
+                         for name, parameter in reference.named_parameters())
     plain = batch_nll(reference(input_ids=retain.input_ids, attention_mask=retain.attention_mask).logits,
                       retain.labels) - 0.3 * plain_distance
     plain.backward()
