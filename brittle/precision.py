@@ -131,6 +131,16 @@ def prepare_for_training(model: nn.Module, precision: Precision) -> list[nn.Para
     return [parameter for parameter in model.parameters() if parameter.requires_grad]
 
 
+def gradient_checkpointing(model: nn.Module, setting: str, device: torch.device) -> bool:
+    """--gradient-checkpointing on|off|auto (auto: on CUDA, where memory is the limit): recompute each
+    layer's activations in the backward pass instead of keeping them. Returns whether it is on."""
+    enabled = setting == "on" or (setting == "auto" and device.type == "cuda")
+    if enabled:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return enabled
+
+
 def cast_for_saving(model: nn.Module, precision: Precision) -> nn.Module:
     """The trained model in the save dtype (in place), ready for `save_pretrained` and evaluation."""
     return model.to(precision.save)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import transformers
+from torch import nn
 
 from brittle.architecture import decoder_layers
 from brittle.cli import UserError
@@ -36,6 +37,7 @@ from brittle.precision import (
     Precision,
     cast_for_saving,
     dtype_name,
+    gradient_checkpointing,
     prepare_for_training,
     resolve_precision,
     stored_dtype,
@@ -121,40 +123,14 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
           f"{len(forget_heldout)} / {len(retain_heldout)} held out; device {device}, stored "
           f"{dtype_name(model.dtype)}, compute {dtype_name(precision.compute)}, save {dtype_name(precision.save)}")
 
-    # -- what trains, and in which precision -------------------------------------------------------------
-    context = MethodContext(model, args, layers, args.layer_ids if uses_layers else [])
-    if "pretrained_weights" in card.needs:
-        context.pretrained = pretrained_copy(model)  # θ_pre exactly, in the dtype it is stored in
-    if "retain_activations" in card.needs:  # activation losses: nothing above the top target layer learns
-        freeze_above(model, layers, max(args.layer_ids))
-    if args.lora_rank:
-        context.model = model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
-    prepare_for_training(model, precision)
-
-    # -- what the method needs, from the original model --------------------------------------------------
+    # -- what trains, in which precision, and what the method needs from the original model -------------
+    context = prepare_training(model, layers, card, args, precision)
+    model = context.model
     model.eval()
     with precision.autocast():
         before = heldout_metrics(model, data, args.batch_size, pad, device)
-    caches = Caches()
-    with precision.autocast():
-        if "reference_log_probs" in card.needs:
-            caches.forget_reference_log_prob = reference_log_probs(model, forget_train, args.batch_size, pad, device)
-            caches.retain_reference_log_prob = reference_log_probs(model, retain_train, args.batch_size, pad, device)
-        if "retain_activations" in card.needs:
-            caches.retain_original_hidden = original_hidden_states(context, retain_train, args.batch_size, pad,
-                                                                   device)
-    if "random_directions" in card.needs:
-        directions = random_directions(context.layer_ids, model.config.hidden_size, args.seed)
-        context.random_directions = {layer: direction.to(next(layers[layer].parameters()).device)
-                                     for layer, direction in directions.items()}
-    if "weight_noise" in card.needs:
-        add_weight_noise(model, args.wt_noise_std, args.seed)
-
-    checkpointing = args.gradient_checkpointing == "on" or (
-        args.gradient_checkpointing == "auto" and device.type == "cuda")
-    if checkpointing:
-        model.config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    caches = prepare_caches(context, card, data, args, pad, device, precision)
+    checkpointing = gradient_checkpointing(model, args.gradient_checkpointing, device)
 
     # -- train ---------------------------------------------------------------------------------------------
     result = train(context, LOSSES[args.method], args.method, data, caches, args, pad, device, precision)
@@ -202,6 +178,50 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     log_to_wandb(args.wandb_project, run, {**record["hyperparameters"], "method": args.method,
                                            "base_model": args.model, "preset": preset.name},
                  wandb_metrics(record, summary), job_type="unlearn")
+
+
+def prepare_training(model: nn.Module, layers: nn.ModuleList, card, args: argparse.Namespace,
+                     precision: Precision) -> MethodContext:
+    """Decide what trains and in which precision; returns the method's context (its `model` is the LoRA
+    wrapper when --lora-rank is set).
+
+    θ_pre (wt_dist_reg) is copied first, exactly, in the dtype the checkpoint is stored in; activation
+    losses (rmu, cb, cb_lat) freeze everything above their top target layer; LoRA freezes the base; then
+    the trainable parameters become fp32 master weights (`brittle.precision.prepare_for_training`).
+    """
+    context = MethodContext(model, args, layers, args.layer_ids if "layer_id" in card.hyperparameters else [])
+    if "pretrained_weights" in card.needs:
+        context.pretrained = pretrained_copy(model)
+    if "retain_activations" in card.needs:
+        freeze_above(model, layers, max(args.layer_ids))
+    if args.lora_rank:
+        context.model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
+    prepare_for_training(context.model, precision)
+    return context
+
+
+def prepare_caches(context: MethodContext, card, data: TrainingData, args: argparse.Namespace, pad: int,
+                   device: torch.device, precision: Precision) -> Caches:
+    """What the method needs from the original model, computed once (in the compute dtype), then the
+    random directions and wt_dist's weight noise."""
+    caches = Caches()
+    model = context.model
+    with precision.autocast():
+        if "reference_log_probs" in card.needs:
+            caches.forget_reference_log_prob = reference_log_probs(model, data.forget_train, args.batch_size, pad,
+                                                                   device)
+            caches.retain_reference_log_prob = reference_log_probs(model, data.retain_train, args.batch_size, pad,
+                                                                   device)
+        if "retain_activations" in card.needs:
+            caches.retain_original_hidden = original_hidden_states(context, data.retain_train, args.batch_size, pad,
+                                                                   device)
+    if "random_directions" in card.needs:
+        directions = random_directions(context.layer_ids, model.config.hidden_size, args.seed)
+        context.random_directions = {layer: direction.to(next(context.layers[layer].parameters()).device)
+                                     for layer, direction in directions.items()}
+    if "weight_noise" in card.needs:
+        add_weight_noise(model, args.wt_noise_std, args.seed)
+    return caches
 
 
 def format_nll(value: float | None) -> str:

@@ -67,7 +67,14 @@ from brittle.outputs import (
     write_json,
 )
 from brittle.plotting import figure_and_axes, save_figure
-from brittle.precision import dtype_name, prepare_for_training, released_optimizer, resolve_precision, stored_dtype
+from brittle.precision import (
+    dtype_name,
+    gradient_checkpointing,
+    prepare_for_training,
+    released_optimizer,
+    resolve_precision,
+    stored_dtype,
+)
 from brittle.preflight import check_forget_baseline, step0_forget_accuracy
 from brittle.presets import get_preset
 from brittle.runtime import resolve_device, resolve_dtype, seed_everything
@@ -125,9 +132,7 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
     device = input_device(model)
     precision = resolve_precision(args.dtype, "auto", device, stored_dtype(model_name, model))
     trainable = prepare_for_training(model, precision)
-    if checkpointing_on(args.gradient_checkpointing, device):
-        model.config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    gradient_checkpointing(model, args.gradient_checkpointing, device)
     sequences = encode_texts(tokenizer, answer_texts(train), max_length=args.max_length)
     steps_per_epoch = math.ceil(len(sequences) / args.batch_size)
     optimizer, schedule = adamw_with_cosine_schedule(trainable, lr=lr, total_steps=steps_per_epoch * args.epochs)
@@ -160,11 +165,6 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
                               "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)}
         rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step, **accuracies})
     return rows
-
-
-def checkpointing_on(setting: str, device: torch.device) -> bool:
-    """--gradient-checkpointing: on, off, or auto (on CUDA, where memory is the limit)."""
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def attack(model_name: str, train: list[dict], evaluate: list[dict], rates: list[float],
