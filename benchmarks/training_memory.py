@@ -114,7 +114,7 @@ def measure(method: str, args: argparse.Namespace) -> dict:
 
     predicted = estimate_memory.training_memory(
         PYTHIA_410M, method, args.batch_size, args.length, settings.layer_ids, settings.lora_rank, retain_size,
-        stored_bytes=stored.itemsize, compute_bytes=precision.compute.itemsize, checkpointing=True)
+        stored_bytes=stored.itemsize, compute_bytes=precision.compute.itemsize, checkpointing=True, fused_adamw=False)
     return {"method": method, "measured": measured, "predicted": predicted.total, "trainable": predicted.trainable,
             "seconds": round(seconds, 1)}
 

@@ -22,6 +22,8 @@ with grouped key/value heads, plain or gated MLP). Training memory follows britt
                                       text of the step, one layer recomputed (~(26·hidden + 4·intermediate)
                                       bytes per token), and the fp32 log-probabilities over the vocabulary
                                       kept for backward by each forward pass through the output head
+                                      (or, when larger, the multi-tensor AdamW step's fp32 temporary of
+                                      every trainable parameter; none with the fused AdamW used on CUDA)
 
 What trains depends on the method (unlearn.py's method cards): everything; for rmu, cb and cb_lat only
 the embeddings and the layers up to the top target layer (the rest is frozen and never run); with LoRA
@@ -133,19 +135,21 @@ class MemoryEstimate:
     weights: int
     gradients_and_optimizer: int
     copies: int
-    activations: int
+    transient: int  # the larger of the activations kept for backward and the AdamW step's temporary
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients_and_optimizer + self.copies + self.activations
+        return self.weights + self.gradients_and_optimizer + self.copies + self.transient
 
 
 def training_memory(config: dict, method: str, batch_size: int, length: int, layer_ids: list[int] | None = None,
                     lora_rank: int = 0, retain_batch_size: int | None = None, stored_bytes: int = 2,
-                    compute_bytes: int = 2, checkpointing: bool = True) -> MemoryEstimate:
+                    compute_bytes: int = 2, checkpointing: bool = True, fused_adamw: bool = True) -> MemoryEstimate:
     """Predicted memory of `method` with micro-batches of `batch_size` forget (and `retain_batch_size`, default
     the same, retain) texts of `length` tokens, under brittle/precision.py's policy (fp32 master weights and
-    AdamW state; `compute_bytes` 4 means fp32 compute, where frozen weights are fp32 as well)."""
+    AdamW state; `compute_bytes` 4 means fp32 compute, where frozen weights are fp32 as well). Without
+    `fused_adamw` (the CPU's multi-tensor AdamW) the optimizer step holds one more fp32 copy of the trainable
+    parameters; the peak is then the larger of the backward pass and the step."""
     card = unlearn.METHODS[method]
     shape = model_shape(config)
     activation_method = "retain_activations" in card.needs
@@ -174,8 +178,9 @@ def training_memory(config: dict, method: str, batch_size: int, length: int, lay
         body = texts * length * layers_run * layer_bytes_per_token
     # The output head: fp32 log-probabilities kept per pass, and a gradient of them plus the logits at backward.
     head = 0 if activation_method else (texts + 2 * largest_pass) * length * shape.vocab * 4
+    step_temporary = 0 if fused_adamw else trainable * 4  # √v of every parameter at once
     return MemoryEstimate(method, trainable, frozen, trainable * 4 + frozen * frozen_bytes, trainable * 12, copies,
-                          body + head)
+                          max(body + head, step_temporary))
 
 
 def method_settings(method: str, preset: str = "real") -> dict:
@@ -215,10 +220,10 @@ def main() -> None:
                                          compute_bytes=args.compute_bytes, checkpointing=not args.no_checkpointing,
                                          **settings))
     if args.table:
-        print("| method | trainable | frozen | weights | gradients + AdamW | copies | activations | total |")
+        print("| method | trainable | frozen | weights | gradients + AdamW | copies | transient | total |")
         print("|---|---|---|---|---|---|---|---|")
         for estimate in estimates:
-            parts = (estimate.weights, estimate.gradients_and_optimizer, estimate.copies, estimate.activations,
+            parts = (estimate.weights, estimate.gradients_and_optimizer, estimate.copies, estimate.transient,
                      estimate.total + args.overhead_mib * MIB)
             print(f"| {estimate.method} | {estimate.trainable / 1e9:.2f}B | {estimate.frozen / 1e9:.2f}B | "
                   + " | ".join(f"{value / 2**30:.1f} GiB" for value in parts) + " |")
