@@ -21,6 +21,8 @@ from brittle.training import batch_nll, collate
 from conftest import REPO_ROOT, ToyOrganism
 
 sys.path.insert(0, str(REPO_ROOT / "unlearn"))
+import estimate_memory
+
 import unlearn
 
 
@@ -37,10 +39,10 @@ TEXTS = [[1, 2, 3, 4, 5, 6], [7, 8, 9]]
 
 def unlearned_delta(organism: ToyOrganism, folder: Path, dtype: str, monkeypatch: pytest.MonkeyPatch,
                     ) -> tuple[torch.Tensor, dict]:
-    """ΔW (all parameters, flattened) of 20 steps of ga at lr 1e-5 with `--dtype dtype`, and the run record."""
+    """ΔW (all parameters, flattened) of 10 steps of ga at lr 1e-5 with `--dtype dtype`, and the run record."""
     monkeypatch.chdir(organism.workspace)
     monkeypatch.setattr(sys, "argv", ["unlearn.py", "--method", "ga", "--preset", "toy", "--model", str(organism.base),
-                                      "--device", "cpu", "--dtype", dtype, "--lr", "1e-5", "--max-steps", "20",
+                                      "--device", "cpu", "--dtype", dtype, "--lr", "1e-5", "--max-steps", "10",
                                       "--eval-split", "0", "--no-eval", "--outdir", str(folder)])
     unlearn.main()
     base, trained = load_file(organism.base / "model.safetensors"), load_file(folder / "model.safetensors")
@@ -162,3 +164,25 @@ def test_attention_backend_choice_and_its_errors():
         models.resolve_attn_implementation("flash_attention_2", "cpu")
     with pytest.raises(UserError, match="unknown --attn-implementation"):
         models.resolve_attn_implementation("fast", "cpu")
+
+
+# ---- the memory estimate counts what really trains --------------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "lora_rank"), [("ga", 0), ("rmu", 0), ("npo", 4)])
+def test_memory_estimate_counts_the_parameters_that_train(method: str, lora_rank: int):
+    import argparse
+
+    from brittle.precision import resolve_precision as policy
+    from brittle.unlearning import prepare_training
+
+    torch.manual_seed(0)  # wide enough that biases (not in the estimate) are under 2% of a layer
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=32, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
+                                             intermediate_size=256, max_position_embeddings=32))
+    config = model.config.to_dict()
+    settings = argparse.Namespace(layer_ids=[1], lora_rank=lora_rank, lora_alpha=0.0)
+    context = prepare_training(model, decoder_layers(model), unlearn.METHODS[method], settings,
+                               policy("fp32", "auto", "cpu", torch.float32))
+    trainable = sum(parameter.numel() for parameter in context.model.parameters() if parameter.requires_grad)
+    estimate = estimate_memory.training_memory(config, method, 1, 8, [1], lora_rank, stored_bytes=2)
+    assert estimate.trainable == pytest.approx(trainable, rel=0.02), (estimate.trainable, trainable)
+    assert estimate.gradients_and_optimizer == 12 * estimate.trainable

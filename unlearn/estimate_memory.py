@@ -69,6 +69,7 @@ def first(config: dict, *names: str, default=None):
     return next((config[name] for name in names if config.get(name) is not None), default)
 
 
+FUSED_QKV_TYPES = {"gpt_neox", "gpt2"}
 # Methods whose loss runs the model on one micro-batch only (the others run forget and retain texts).
 SINGLE_PASS_METHODS = {"ga_simple", "wt_dist", "wt_dist_reg"}
 MIB = 2**20
@@ -83,6 +84,7 @@ class Shape:
     vocab: int
     intermediate: int
     attention: int  # parameters of one layer's attention
+    attention_lora_width: int  # Σ (inputs + outputs) over the attention's linear layers
     per_layer: int  # parameters of one decoder layer
     embeddings: int  # input embedding (and untied output head)
     head: int  # untied output head (0 when tied)
@@ -104,12 +106,17 @@ def model_shape(config: dict) -> Shape:
     attention = hidden * heads * head_size * 2 + hidden * key_value_heads * head_size * 2  # q, o, k, v
     mlp_matrices = 3 if config.get("model_type") in GATED_MLP_TYPES else 2
     per_layer = attention + mlp_matrices * hidden * intermediate + 4 * hidden  # + norms
+    query, key_value = heads * head_size, key_value_heads * head_size
+    if config.get("model_type") in FUSED_QKV_TYPES:  # one query_key_value matrix, then the output projection
+        attention_lora_width = (hidden + query + 2 * key_value) + (query + hidden)
+    else:  # q, k, v and o, each its own matrix
+        attention_lora_width = 4 * hidden + 2 * query + 2 * key_value
     head = 0 if config.get("tie_word_embeddings", True) else vocab * hidden
     embeddings = vocab * hidden + head
     if config.get("model_type") == "gpt2":
         embeddings += first(config, "n_positions", default=1024) * hidden
-    return Shape(hidden, layers, vocab, intermediate, attention, per_layer, embeddings, head, mlp_matrices,
-                 embeddings + layers * per_layer)
+    return Shape(hidden, layers, vocab, intermediate, attention, attention_lora_width, per_layer, embeddings, head,
+                 mlp_matrices, embeddings + layers * per_layer)
 
 
 def parameter_count(config: dict) -> int:
@@ -120,9 +127,8 @@ def parameter_count(config: dict) -> int:
 def lora_parameters(shape: Shape, rank: int) -> int:
     """Adapter parameters of rank-`rank` LoRA on every linear layer of the decoder (peft's "all-linear"):
     r · (inputs + outputs) per matrix."""
-    attention_inputs_outputs = 2 * (shape.attention // shape.hidden)  # Σ (in + out) over q, k, v, o ≈ 2·params/h
     mlp_inputs_outputs = shape.mlp_matrices * (shape.hidden + shape.intermediate)
-    return shape.layers * rank * (attention_inputs_outputs + mlp_inputs_outputs)
+    return shape.layers * rank * (shape.attention_lora_width + mlp_inputs_outputs)
 
 
 @dataclass(frozen=True)
