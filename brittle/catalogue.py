@@ -146,8 +146,15 @@ SETTINGS: tuple[Setting, ...] = (
     _runtime("retain_weights", str, None, "per-text weights of the retain texts (likewise)"),
     _runtime("device", str, "auto", "auto (accelerate places the model on the visible GPUs; else MPS, else CPU), "
              "cuda, cuda:N, mps or cpu"),
-    _runtime("dtype", str, "auto", "auto = bf16 on CUDA, fp16 on MPS, fp32 on CPU",
+    _runtime("dtype", str, "auto", "compute dtype (autocast); auto = bf16 on CUDA, fp16 on MPS, fp32 on CPU. "
+             "Trainable weights and AdamW state are always fp32, frozen weights stay in the checkpoint's dtype",
              choices=("auto", "fp32", "fp16", "bf16")),
+    _runtime("save_dtype", str, "auto", "dtype of the saved weights; auto = the dtype the base checkpoint is stored "
+             "in (bf16 for the real models: updates below bf16's resolution, ~w/256, are rounded away on saving); "
+             "fp32 keeps every bit of ΔW at twice the disk space", choices=("auto", "fp32", "fp16", "bf16")),
+    _runtime("attn_implementation", str, "auto", "attention backend: auto = flash_attention_2 when the flash-attn "
+             "package is installed and the GPU supports it (Ampere+), else sdpa (eager where the model has no sdpa)",
+             choices=("auto", "sdpa", "flash_attention_2", "eager")),
     _runtime("gradient_checkpointing", str, "auto", "recompute activations in the backward pass to save memory "
              "(auto = on CUDA only)", choices=("auto", "on", "off")),
     _runtime("outdir", str, None, "output folder (default: <unlearned-root>/<run name>)", variable=""),

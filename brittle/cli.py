@@ -55,12 +55,33 @@ def run_cli(main: Callable[[], None]) -> None:
         sys.exit(130)
 
 
+class AttentionImplementation(argparse.Action):
+    """Stores --attn-implementation and makes it the process-wide default of `brittle.models.load_model`,
+    so every script that loads a model honours it without passing it on."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from brittle import models
+
+        models.default_attn_implementation = values
+        setattr(namespace, self.dest, values)
+
+
+def add_attention_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--attn-implementation auto|sdpa|flash_attention_2|eager`."""
+    parser.add_argument("--attn-implementation", default="auto", action=AttentionImplementation,
+                        choices=["auto", "sdpa", "flash_attention_2", "eager"],
+                        help="attention backend: auto = flash_attention_2 when the flash-attn package is installed "
+                             "and the GPU supports it (Ampere+), else sdpa (eager where the model has no sdpa)")
+
+
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--device`, `--dtype` and `--seed`, with the toolkit-wide defaults."""
+    """`--device`, `--dtype`, `--attn-implementation` and `--seed`, with the toolkit-wide defaults."""
     parser.add_argument("--device", default="auto",
                         help="auto (best GPU by free memory, then MPS, then CPU), cuda, cuda:N, mps or cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                        help="auto = bf16 on CUDA, fp16 on MPS, fp32 on CPU")
+                        help="compute dtype; auto = bf16 on CUDA, fp16 on MPS, fp32 on CPU (training keeps fp32 "
+                             "master weights and optimizer state and computes in this dtype under autocast)")
+    add_attention_argument(parser)
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
 
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from brittle.architecture import final_norm
 from brittle.training import TextBatch, batch_nll, sequence_nll, token_log_probs
 
 # ---------------------------------------------------------------------------------------------------
@@ -84,8 +85,12 @@ class MethodContext:
         return sequence_log_prob(self.logits(batch), batch.labels)
 
     def hidden_states(self, batch: TextBatch) -> dict[int, Tensor]:
-        """h_ℓ for every target layer ℓ: the decoder layer's output, (batch, length, hidden)."""
-        with layer_outputs(self.layers, self.layer_ids) as hidden:
+        """h_ℓ for every target layer ℓ: the decoder layer's output, (batch, length, hidden).
+
+        The forward pass stops after the top target layer: nothing above it (later layers, final norm,
+        the output head over the whole vocabulary) is computed or kept for backward.
+        """
+        with layer_outputs(self.layers, self.layer_ids) as hidden, suppress(StopForwardError):
             self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         return hidden
 
@@ -178,17 +183,29 @@ def _output_hidden_state(output):
     return output[0] if isinstance(output, tuple) else output
 
 
+class StopForwardError(Exception):
+    """Raised by `layer_outputs(..., stop=True)` once the last wanted layer has run."""
+
+
 @contextmanager
-def layer_outputs(layers: nn.ModuleList, layer_ids: list[int]) -> Iterator[dict[int, Tensor]]:
+def layer_outputs(layers: nn.ModuleList, layer_ids: list[int], stop: bool = True) -> Iterator[dict[int, Tensor]]:
     """Yield a dict that forward passes inside the block fill with {layer id: output hidden state}.
 
-    Hooks registered here run after any hook registered earlier on the same layer, so a layer
-    perturbed by an enclosing `added_to_output` is read *with* its perturbation.
+    With `stop`, the highest layer's hook raises `StopForwardError` after capturing its output, ending the
+    forward pass there (catch it around the model call). Hooks registered here run after any hook
+    registered earlier on the same layer, so a layer perturbed by an enclosing `added_to_output` is read
+    *with* its perturbation.
     """
     captured: dict[int, Tensor] = {}
+    top = max(layer_ids, default=-1)
+
+    def capture(_module, _inputs, output, layer_id: int) -> None:
+        captured[layer_id] = _output_hidden_state(output)
+        if stop and layer_id == top:
+            raise StopForwardError
+
     handles = [layers[layer_id].register_forward_hook(
-        lambda _module, _inputs, output, layer_id=layer_id: captured.__setitem__(
-            layer_id, _output_hidden_state(output)))
+        lambda module, inputs, output, layer_id=layer_id: capture(module, inputs, output, layer_id))
         for layer_id in layer_ids]
     try:
         yield captured
@@ -387,14 +404,60 @@ def weight_distortion(context: MethodContext, batch: UnlearningBatch) -> Loss:
     return Loss(retain_nll, {"retain_nll": retain_nll})
 
 
+class SquaredDistance(torch.autograd.Function):
+    """‖θ − θ₀‖² of one tensor, in fp32, whose backward *recomputes* ∂/∂θ = 2(θ − θ₀).
+
+    Plain autograd would keep the difference (θ − θ₀) of every parameter for backward: one more fp32
+    copy of the whole model. Here backward saves only references to θ and θ₀ (which exist anyway) and
+    builds each tensor's gradient when it is needed, one tensor at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, parameter: Tensor, pretrained: Tensor) -> Tensor:
+        ctx.save_for_backward(parameter, pretrained)
+        return (parameter.detach().float() - pretrained.float()).pow(2).sum()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:
+        parameter, pretrained = ctx.saved_tensors
+        gradient = (parameter.detach().float() - pretrained.float()).mul_(2 * grad_output)
+        return gradient.to(parameter.dtype), None
+
+
+def squared_distance_from(model: nn.Module, pretrained: dict[str, Tensor]) -> Tensor:
+    """‖θ − θ_pre‖²₂ summed over the parameters in `pretrained` (see `SquaredDistance` for its memory)."""
+    return sum(SquaredDistance.apply(parameter, pretrained[name])
+               for name, parameter in model.named_parameters() if name in pretrained)
+
+
 @register("wt_dist_reg")
 def weight_distance_regularization(context: MethodContext, batch: UnlearningBatch) -> Loss:
-    """Weight Distance Regularisation: L = NLL_retain − λ · ‖θ − θ_pre‖²₂ (push away from the pretrained basin)."""
+    """Weight Distance Regularisation: L = NLL_retain − λ · ‖θ − θ_pre‖²₂ (push away from the pretrained basin).
+
+    The distance term is built *before* the forward pass on purpose: autograd runs later-built nodes
+    first, so each 2λ(θ − θ₀) is then made only after the NLL's gradient of that tensor, and added to it
+    at once instead of waiting, all of them together, for the backward pass to reach the weights.
+    """
+    squared_distance = squared_distance_from(context.model, context.pretrained)
+    penalty = context.settings.wt_reg_lambda * squared_distance
     retain_nll = context.nll(batch.retain)
-    squared_distance = sum((parameter.float() - context.pretrained[name].float()).pow(2).sum()
-                           for name, parameter in context.model.named_parameters() if name in context.pretrained)
-    return Loss(retain_nll - context.settings.wt_reg_lambda * squared_distance,
-                {"retain_nll": retain_nll, "squared_distance": squared_distance})
+    return Loss(retain_nll - penalty, {"retain_nll": retain_nll, "squared_distance": squared_distance})
+
+
+def freeze_above(model: nn.Module, layers: nn.ModuleList, top_layer: int) -> int:
+    """Freeze what an activation loss at layers <= `top_layer` cannot reach (rmu, cb, cb_lat): the later
+    decoder layers, the final norm and the output head (unless it is tied to the input embedding). Frozen
+    parameters get no gradient buffer and no optimizer state. Returns the number of frozen parameters."""
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is model.get_input_embeddings().weight
+    modules = [*layers[top_layer + 1:], final_norm(model), *([head] if head is not None and not tied else [])]
+    frozen = 0
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.requires_grad:
+                parameter.requires_grad_(False)
+                frozen += parameter.numel()
+    return frozen
 
 
 @torch.no_grad()

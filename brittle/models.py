@@ -8,6 +8,7 @@ one `UserError` line instead of a transformers traceback.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -91,20 +92,62 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(name: str, device: str = "auto", dtype: str = "auto") -> PreTrainedModel:
-    """A causal LM in eval mode on the requested device and dtype.
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "flash_attention_2", "eager")
+# The process-wide --attn-implementation (brittle.cli sets it while parsing), used when a caller passes none.
+default_attn_implementation = "auto"
 
+
+def flash_attention_unavailable(device: str) -> str | None:
+    """Why flash-attention 2 cannot run on `device` (None when it can)."""
+    if not device.startswith("cuda"):
+        return f"it needs a CUDA GPU and the device is {device}"
+    if importlib.util.find_spec("flash_attn") is None:
+        return "the flash-attn package is not installed (`uv pip install flash-attn --no-build-isolation`)"
+    major, _ = torch.cuda.get_device_capability(torch.device(device))
+    if major < 8:
+        return f"it needs an Ampere or newer GPU (compute capability 8.0+), and {device} has {major}.x"
+    return None
+
+
+def resolve_attn_implementation(spec: str | None, device: str) -> str | None:
+    """The attention backend to load with: auto = flash_attention_2 when installed and supported by the
+    GPU, else transformers' own default (sdpa where the architecture has it, else eager); None = that default."""
+    spec = spec or default_attn_implementation
+    if spec not in ATTN_IMPLEMENTATIONS:
+        raise UserError(f"unknown --attn-implementation {spec!r}; use {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if spec == "auto":
+        return None if flash_attention_unavailable(device) else "flash_attention_2"
+    if spec == "flash_attention_2" and (reason := flash_attention_unavailable(device)):
+        raise UserError(f"--attn-implementation flash_attention_2 is unavailable: {reason}; use auto or sdpa")
+    return spec
+
+
+def attn_implementation_of(model: PreTrainedModel) -> str:
+    """The attention backend a loaded model runs (for run records)."""
+    return str(getattr(model.config, "_attn_implementation", None) or "eager")
+
+
+def load_model(name: str, device: str = "auto", dtype: str = "auto",
+               attn_implementation: str | None = None) -> PreTrainedModel:
+    """A causal LM in eval mode on the requested device and dtype, with the requested attention backend.
+
+    `dtype="stored"` keeps the dtype the checkpoint is stored in (training: brittle/precision.py).
     With `--device auto` and CUDA available, `device_map="auto"` lets accelerate place (and if need
     be shard) the model over the visible GPUs; otherwise the model is moved to the resolved device.
     """
     check_model_reference(name)
     resolved_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, resolved_device)
+    torch_dtype = "auto" if dtype == "stored" else resolve_dtype(dtype, resolved_device)
+    attention = resolve_attn_implementation(attn_implementation, resolved_device)
     use_device_map = device == "auto" and resolved_device.startswith("cuda")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=torch_dtype, device_map="auto" if use_device_map else None)
+            name, dtype=torch_dtype, device_map="auto" if use_device_map else None,
+            **({"attn_implementation": attention} if attention else {}))
     except (OSError, ValueError) as error:
+        if attention and "attn" in str(error).lower():
+            raise UserError(f"{name} cannot run --attn-implementation {attention} ({str(error).splitlines()[0]}); "
+                            "use auto") from error
         raise model_load_error(name, error) from error
     if not use_device_map:
         model.to(resolved_device)
@@ -112,10 +155,10 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> PreTrain
     return model
 
 
-def load_model_and_tokenizer(name: str, device: str = "auto",
-                             dtype: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model_and_tokenizer(name: str, device: str = "auto", dtype: str = "auto",
+                             attn_implementation: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """`load_model` and `load_tokenizer` together."""
-    return load_model(name, device, dtype), load_tokenizer(name)
+    return load_model(name, device, dtype, attn_implementation), load_tokenizer(name)
 
 
 def input_device(model: PreTrainedModel) -> torch.device:

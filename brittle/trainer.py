@@ -7,6 +7,8 @@
     loop        AdamW + cosine annealing, gradient accumulation (--grad-accum-steps), clipping
                 (--grad-clip), periodic held-out validation (--eval-interval), a NaN/inf check on every
                 step, tqdm, and a per-step log (training_log.csv)
+    precision   fp32 master weights and AdamW state for the trainable parameters only, the forward and
+                backward passes under autocast in the compute dtype (brittle/precision.py)
 
 An epoch is one pass over the forget training texts in micro-batches of --batch-size; each forget
 micro-batch is paired with a retain micro-batch drawn from a shuffled, cycling pass over the retain
@@ -32,6 +34,7 @@ from tqdm import tqdm
 from brittle.cli import UserError
 from brittle.distributed import Engine
 from brittle.methods import LossFunction, MethodContext, UnlearningBatch, sequence_log_prob
+from brittle.precision import Precision
 from brittle.training import adamw_with_cosine_schedule, collate, token_log_probs
 
 Sequences = list[list[int]]
@@ -235,15 +238,19 @@ def retain_batch_size(settings: argparse.Namespace) -> int:
 
 def train(context: MethodContext, loss_function: LossFunction, method: str, data: TrainingData, caches: Caches,
           settings: argparse.Namespace, pad_token_id: int, device: torch.device,
-          engine: Engine | None = None) -> TrainingResult:
+          engine: Engine | None = None, precision: Precision | None = None) -> TrainingResult:
     """Run the unlearning loop on `context.model` in place; returns the per-step log.
 
     With a sharded `engine` (brittle/distributed.py) `context.model` is replaced by its sharded
-    version and each process computes its share of every step's micro-batches.
-    Raises `UserError` (nothing is saved) when the loss or the gradient norm stops being finite.
+    version and each process computes its share of every step's micro-batches. `precision` (default:
+    fp32 compute) gives the autocast dtype; the trainable parameters should already be fp32
+    (`brittle.precision.prepare_for_training`). Only they get AdamW state. Raises `UserError`
+    (nothing is saved) when the loss or the gradient norm stops being finite (with fp16's loss scaling an
+    overflowing gradient only skips its step, as the scaler intends).
     """
     engine = engine or Engine()
     model = context.model
+    precision = precision or Precision(torch.float32, torch.float32, device.type)
     micro_batches, optimizer_steps = count_steps(len(data.forget_train), settings)
     accumulation = settings.grad_accum_steps
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -268,11 +275,13 @@ def train(context: MethodContext, loss_function: LossFunction, method: str, data
             if not engine.owns(micro_batch, accumulation):
                 continue
             batch = assemble_batch(data, caches, forget_indices, retain_indices, pad_token_id, device)
-            loss = loss_function(context, batch)
-            engine.backward(loss.total / accumulation * engine.loss_scale(accumulation))
+            with precision.autocast():
+                loss = loss_function(context, batch)
+            engine.backward(precision.scale(loss.total / accumulation * engine.loss_scale(accumulation)))
             step_loss += loss.total.detach() / accumulation
             for name, value in loss.terms.items():
                 step_terms[name] = step_terms.get(name, 0) + value / accumulation
+        precision.unscale(optimizer)
         grad_norm = engine.clip_grad_norm_(trainable, settings.grad_clip) if settings.grad_clip > 0 else None
         # One device synchronisation per step: the loss, its terms and the gradient norm together.
         names = ["loss", *step_terms, *(["grad_norm"] if grad_norm is not None else [])]
@@ -282,16 +291,20 @@ def train(context: MethodContext, loss_function: LossFunction, method: str, data
         values = torch.cat([sums, *norms]).tolist()
         row: dict[str, float | int | None] = {"step": step, "epoch": round(step * accumulation / batches_per_epoch, 4),
                                               "lr": schedule.get_last_lr()[0], **dict(zip(names, values, strict=True))}
-        if not all(math.isfinite(value) for value in values):
-            bad = next(name for name, value in zip(names, values, strict=True) if not math.isfinite(value))
+        checked = names[:-1] if precision.scaler and grad_norm is not None else names  # fp16: the scaler skips
+        if not all(math.isfinite(value) for name, value in zip(names, values, strict=True) if name in checked):
+            bad = next(name for name, value in zip(names, values, strict=True)
+                       if name in checked and not math.isfinite(value))
             raise UserError(f"{method}: the {bad} became {row[bad]} at step {step} of {optimizer_steps}, so training "
                             f"diverged and nothing was saved; lower the learning rate (--lr / LR, now {settings.lr:g}) "
                             "or strengthen the retain term")
-        optimizer.step()
+        precision.step(optimizer)
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if settings.eval_interval and (step % settings.eval_interval == 0 or step == optimizer_steps):
-            row.update(heldout_columns(heldout_metrics(model, data, settings.batch_size, pad_token_id, device)))
+            with precision.autocast():
+                metrics = heldout_metrics(model, data, settings.batch_size, pad_token_id, device)
+            row.update(heldout_columns(metrics))
         result.rows.append(row)
         if step % 10 == 0 or step == optimizer_steps:
             progress.set_postfix({name: f"{row[name]:.3g}" for name in names[:3]})

@@ -117,8 +117,15 @@ def adamw_with_cosine_schedule(parameters: Sequence[nn.Parameter] | Iterator[nn.
                                total_steps: int, warmup_steps: int = 0, weight_decay: float = 0.0,
                                betas: tuple[float, float] = (0.9, 0.999),
                                ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW and a linear-warmup + cosine-annealing-to-zero learning-rate schedule."""
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=betas)
+    """AdamW and a linear-warmup + cosine-annealing-to-zero learning-rate schedule.
+
+    On CUDA the fused kernel: the default multi-tensor step holds a temporary fp32 copy of every trainable
+    parameter (√v), 4 more bytes per parameter at the step's peak (26 GiB at 6.9B).
+    """
+    parameters = list(parameters)
+    fused = bool(parameters) and all(parameter.is_cuda for parameter in parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, betas=betas,
+                                  **({"fused": True} if fused else {}))
 
     def lr_factor(step: int) -> float:
         warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0

@@ -1,7 +1,12 @@
 """One unlearning run, once unlearn.py has named it and found it not done yet.
 
-    check inputs -> load base -> split data -> cache what the method needs -> (LoRA) -> train
-    -> merge -> held-out NLLs -> save the folder -> Step 0 evaluation -> completion marker
+    check inputs -> load base -> split data -> freeze / LoRA -> fp32 master weights -> cache what the
+    method needs -> train -> save dtype, merge -> held-out NLLs -> save the folder -> Step 0 evaluation
+    -> completion marker
+
+Precision (brittle/precision.py): the base loads in the dtype it is stored in; the trainable weights
+become fp32 and AdamW holds fp32 state for them only; every forward pass runs under autocast in
+--dtype; the result is written in --save-dtype (default: the base checkpoint's dtype).
 
 Everything is written into a staging folder that is renamed into place only at the end, so a run
 that fails (bad input, NaN loss, Ctrl-C) leaves nothing behind that a later run would mistake for a
@@ -19,15 +24,25 @@ from typing import Any
 
 import torch
 import transformers
+from torch import nn
 
 from brittle.architecture import decoder_layers
 from brittle.cli import UserError
 from brittle.distributed import start_engine
 from brittle.evaluation import evaluate_model, task_manager, write_evaluation
-from brittle.methods import LOSSES, MethodContext, add_weight_noise, random_directions
-from brittle.models import check_model_reference, input_device, load_model_and_tokenizer
+from brittle.methods import LOSSES, MethodContext, add_weight_noise, freeze_above, random_directions
+from brittle.models import attn_implementation_of, check_model_reference, input_device, load_model_and_tokenizer
 from brittle.outputs import staged_directory, write_csv, write_json, write_text
 from brittle.plotting import plot_by_layer
+from brittle.precision import (
+    Precision,
+    cast_for_saving,
+    dtype_name,
+    gradient_checkpointing,
+    prepare_for_training,
+    resolve_precision,
+    stored_dtype,
+)
 from brittle.presets import Preset
 from brittle.runtime import seed_everything
 from brittle.sample_weights import read_sample_weights
@@ -89,9 +104,11 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     engine = start_engine()  # sharded over processes when started by `accelerate launch` (NUM_PROCESSES)
-    model, tokenizer = load_model_and_tokenizer(args.model, engine.device_for(args.device), args.dtype)
+    model, tokenizer = load_model_and_tokenizer(args.model, engine.device_for(args.device), "stored",
+                                                args.attn_implementation)
     config = model.config  # to rebuild the unsharded model after sharded training
     device = input_device(model)
+    precision = resolve_precision(args.dtype, args.save_dtype, device, stored_dtype(args.model, model))
     layers = decoder_layers(model)
     if uses_layers:
         check_layer_ids(args.layer_ids, len(layers), args.model)
@@ -107,37 +124,21 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     data = TrainingData(forget_train, retain_train, forget_heldout, retain_heldout, forget_weights, retain_weights)
     pad = tokenizer.pad_token_id
     print(f"{args.method} on {args.model}: {len(forget_train)} forget / {len(retain_train)} retain training texts, "
-          f"{len(forget_heldout)} / {len(retain_heldout)} held out; device {device}, dtype {model.dtype}")
+          f"{len(forget_heldout)} / {len(retain_heldout)} held out; device {device}, stored "
+          f"{dtype_name(model.dtype)}, compute {dtype_name(precision.compute)}, save {dtype_name(precision.save)}")
 
-    # -- what the method needs, from the original model --------------------------------------------------
-    context = MethodContext(model, args, layers, args.layer_ids if uses_layers else [])
-    before = heldout_metrics(model, data, args.batch_size, pad, device)
-    caches = Caches()
+    # -- what trains, in which precision, and what the method needs from the original model -------------
+    context = prepare_training(model, layers, card, args, precision)
+    model = context.model
     model.eval()
-    if "reference_log_probs" in card.needs:
-        caches.forget_reference_log_prob = reference_log_probs(model, forget_train, args.batch_size, pad, device)
-        caches.retain_reference_log_prob = reference_log_probs(model, retain_train, args.batch_size, pad, device)
-    if "retain_activations" in card.needs:
-        caches.retain_original_hidden = original_hidden_states(context, retain_train, args.batch_size, pad, device)
-    if "random_directions" in card.needs:
-        directions = random_directions(context.layer_ids, model.config.hidden_size, args.seed)
-        context.random_directions = {layer: direction.to(next(layers[layer].parameters()).device)
-                                     for layer, direction in directions.items()}
-    if "pretrained_weights" in card.needs:
-        context.pretrained = pretrained_copy(model)
-    if "weight_noise" in card.needs:
-        add_weight_noise(model, args.wt_noise_std, args.seed)
-
-    checkpointing = args.gradient_checkpointing == "on" or (
-        args.gradient_checkpointing == "auto" and device.type == "cuda")
-    if checkpointing:
-        model.config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if args.lora_rank:
-        context.model = model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
+    with precision.autocast():
+        before = heldout_metrics(model, data, args.batch_size, pad, device)
+    caches = prepare_caches(context, card, data, args, pad, device, precision)
+    checkpointing = gradient_checkpointing(model, args.gradient_checkpointing, device)
 
     # -- train ---------------------------------------------------------------------------------------------
-    result = train(context, LOSSES[args.method], args.method, data, caches, args, pad, device, engine)
+    result = train(context, LOSSES[args.method], args.method, data, caches, args, pad, device, engine, precision)
+    context.pretrained = {}
     if engine.sharded:  # the full weights, on process 0 only: it alone saves, evaluates and marks completion
         model = engine.gathered_model(context.model, lambda: rebuilt_model(config, args))
         context = layers = None  # the sharded model is no longer needed
@@ -145,13 +146,15 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
         if model is None:
             return
         model.to(device)
+    model = cast_for_saving(model, precision)  # before merging: LoRA merges in the save dtype
     if args.lora_rank:
         model = model.merge_and_unload()
     if checkpointing:
         model.gradient_checkpointing_disable()
         model.config.use_cache = True
     model.eval()
-    after = heldout_metrics(model, data, args.batch_size, pad, device)
+    with precision.autocast():
+        after = heldout_metrics(model, data, args.batch_size, pad, device)
     print(f"held-out NLL  forget {format_nll(before['forget_nll'])} -> {format_nll(after['forget_nll'])}, "
           f"retain {format_nll(before['retain_nll'])} -> {format_nll(after['retain_nll'])}, "
           f"gap {format_nll(before['gap'])} -> {format_nll(after['gap'])}  ({result.seconds:.1f} s training)")
@@ -173,7 +176,7 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
             write_evaluation(staging / "evals", str(outdir), summary, headline_tasks=tasks,
                              details={"preset": preset.name, "mmlu_limit": preset.mmlu_limit,
                                       "seconds": round(evaluation_seconds, 1)})
-        record = run_record(args, plan, preset, data, result, before, after, summary, model, device,
+        record = run_record(args, plan, preset, data, result, before, after, summary, model, device, precision,
                             {"train": round(result.seconds, 1), "evaluation": round(evaluation_seconds, 1),
                              "total": round(time.perf_counter() - process_start, 1)})
         write_text(staging / "README.md", model_card(record))
@@ -192,6 +195,50 @@ def rebuilt_model(config: transformers.PretrainedConfig, args: argparse.Namespac
     """The architecture that was trained (with its LoRA adapters, if any), for the gathered weights."""
     model = transformers.AutoModelForCausalLM.from_config(config)
     return wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank) if args.lora_rank else model
+
+
+def prepare_training(model: nn.Module, layers: nn.ModuleList, card, args: argparse.Namespace,
+                     precision: Precision) -> MethodContext:
+    """Decide what trains and in which precision; returns the method's context (its `model` is the LoRA
+    wrapper when --lora-rank is set).
+
+    θ_pre (wt_dist_reg) is copied first, exactly, in the dtype the checkpoint is stored in; activation
+    losses (rmu, cb, cb_lat) freeze everything above their top target layer; LoRA freezes the base; then
+    the trainable parameters become fp32 master weights (`brittle.precision.prepare_for_training`).
+    """
+    context = MethodContext(model, args, layers, args.layer_ids if "layer_id" in card.hyperparameters else [])
+    if "pretrained_weights" in card.needs:
+        context.pretrained = pretrained_copy(model)
+    if "retain_activations" in card.needs:
+        freeze_above(model, layers, max(args.layer_ids))
+    if args.lora_rank:
+        context.model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
+    prepare_for_training(context.model, precision)
+    return context
+
+
+def prepare_caches(context: MethodContext, card, data: TrainingData, args: argparse.Namespace, pad: int,
+                   device: torch.device, precision: Precision) -> Caches:
+    """What the method needs from the original model, computed once (in the compute dtype), then the
+    random directions and wt_dist's weight noise."""
+    caches = Caches()
+    model = context.model
+    with precision.autocast():
+        if "reference_log_probs" in card.needs:
+            caches.forget_reference_log_prob = reference_log_probs(model, data.forget_train, args.batch_size, pad,
+                                                                   device)
+            caches.retain_reference_log_prob = reference_log_probs(model, data.retain_train, args.batch_size, pad,
+                                                                   device)
+        if "retain_activations" in card.needs:
+            caches.retain_original_hidden = original_hidden_states(context, data.retain_train, args.batch_size, pad,
+                                                                   device)
+    if "random_directions" in card.needs:
+        directions = random_directions(context.layer_ids, model.config.hidden_size, args.seed)
+        context.random_directions = {layer: direction.to(next(context.layers[layer].parameters()).device)
+                                     for layer, direction in directions.items()}
+    if "weight_noise" in card.needs:
+        add_weight_noise(model, args.wt_noise_std, args.seed)
+    return caches
 
 
 def format_nll(value: float | None) -> str:
@@ -221,7 +268,7 @@ def write_training_log(folder: Path, result: TrainingResult, before: dict, after
 
 def run_record(args: argparse.Namespace, plan, preset: Preset, data: TrainingData,
                result: TrainingResult, before: dict, after: dict, summary: dict, model, device: torch.device,
-               seconds: dict[str, float]) -> dict[str, Any]:
+               precision: Precision, seconds: dict[str, float]) -> dict[str, Any]:
     """Everything needed to interpret (and redo) the run; written last as the completion marker."""
     return {
         "run_name": plan.name,
@@ -249,6 +296,8 @@ def run_record(args: argparse.Namespace, plan, preset: Preset, data: TrainingDat
         "seconds": seconds,
         "device": str(device),
         "dtype": str(model.dtype).replace("torch.", ""),
+        "precision": precision.record(),
+        "attn_implementation": attn_implementation_of(model),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

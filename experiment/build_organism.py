@@ -40,6 +40,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerF
 from brittle.cli import UserError, positive_int, run_cli
 from brittle.evaluation import evaluate_model
 from brittle.outputs import staged_directory, write_json
+from brittle.precision import resolve_precision
 from brittle.presets import TOY_DATA_DIR, get_preset
 from brittle.texts import check_disjoint, read_texts
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, shuffled_batches
@@ -99,12 +100,14 @@ def pretrain(texts: list[str], tokenizer: PreTrainedTokenizerFast, args: argpars
              checkpoint_step: int | None = None, on_checkpoint=None) -> tuple[GPTNeoXForCausalLM, float]:
     """Train a fresh model on `texts` for `args.steps` steps; returns it and the seconds it took.
 
-    Plain next-token prediction: AdamW, linear warmup then cosine decay, gradient clipping.
+    Plain next-token prediction: AdamW, linear warmup then cosine decay, gradient clipping; fp32 weights and
+    optimizer state, the forward pass under autocast in --dtype (brittle/precision.py; default fp32).
     `on_checkpoint(model)` is called after step `checkpoint_step` (the mid-training snapshot).
     """
     torch.manual_seed(args.seed)
     model = GPTNeoXForCausalLM(model_config(tokenizer, args))
     model.train()
+    precision = resolve_precision(args.dtype, "fp32", "cpu", torch.float32)
     sequences = encode_texts(tokenizer, texts, max_length=args.max_positions)
     batches = shuffled_batches(sequences, args.batch_size, tokenizer.pad_token_id, random.Random(args.seed))
     optimizer, schedule = adamw_with_cosine_schedule(model.parameters(), lr=args.lr, total_steps=args.steps,
@@ -114,7 +117,9 @@ def pretrain(texts: list[str], tokenizer: PreTrainedTokenizerFast, args: argpars
     progress = tqdm(range(args.steps), desc=description, unit="step")
     for step in progress:
         batch = next(batches)
-        loss = batch_nll(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels)
+        with precision.autocast():
+            loss = batch_nll(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
+                             batch.labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -242,6 +247,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="training runs side by side in separate processes (default: 2 when there are >= 2 "
                              "cores, else 1); the models are the same either way")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                        help="compute dtype of training (autocast; weights and AdamW stay fp32; default fp32)")
     parser.add_argument("--force", action="store_true", help="retrain models that already exist")
     args = parser.parse_args()
     if args.threads:

@@ -24,6 +24,11 @@ are independent, so learning T cannot teach V: if V comes back, it was still in 
     relative accuracy   = B / C               attacked unlearned model vs attacked base
     filtered recovery   = (F - F0) / (C - F0) the same for the filtered model (F0: before the attack)
 
+Precision and memory (brittle/precision.py): the attacked model trains with fp32 weights and AdamW
+state and computes in --dtype under autocast (bf16 on CUDA), so that the small learning rates of the
+sweep are not rounded away; gradient checkpointing is on by default on CUDA; during each evaluation
+the optimizer state waits in host memory, and the scorer runs each question's context once.
+
 A pre-flight check first verifies that the base model knows the forget facts (accuracy on T and V at
 least `--baseline-min-forget-acc`; 0 disables it): without that there is nothing to unlearn or recover.
 
@@ -55,7 +60,7 @@ from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, 
 from brittle.distributed import relaunch_if_requested, start_engine
 from brittle.evaluation import step0_accuracy
 from brittle.identity import Identity, read_identity
-from brittle.models import check_model_reference, load_model_and_tokenizer
+from brittle.models import check_model_reference, input_device, load_model_and_tokenizer
 from brittle.multiple_choice import multiple_choice_accuracy
 from brittle.outputs import (
     comparison_step_dir,
@@ -66,10 +71,18 @@ from brittle.outputs import (
     write_csv,
 )
 from brittle.plotting import figure_and_axes, save_figure
+from brittle.precision import (
+    dtype_name,
+    gradient_checkpointing,
+    prepare_for_training,
+    released_optimizer,
+    resolve_precision,
+    stored_dtype,
+)
 from brittle.preflight import check_forget_baseline
 from brittle.presets import get_preset
 from brittle.questions import read_questions as read_question_file
-from brittle.runtime import seed_everything
+from brittle.runtime import resolve_device, resolve_dtype, seed_everything
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
 
 RUN_COLUMNS = ["model", "lr", "epoch", "step", "v_accuracy", "t_accuracy", "loss"]  # loss: mean over the epoch
@@ -121,13 +134,16 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
     """
     engine = start_engine()
     seed_everything(args.seed)
-    model, tokenizer = load_model_and_tokenizer(model_name, engine.device_for(args.device), args.dtype)
+    model, tokenizer = load_model_and_tokenizer(model_name, engine.device_for(args.device), "stored")
+    device = input_device(model)
+    precision = resolve_precision(args.dtype, "auto", device, stored_dtype(model_name, model))
+    trainable = prepare_for_training(model, precision)
+    gradient_checkpointing(model, args.gradient_checkpointing, device)
     sequences = encode_texts(tokenizer, answer_texts(train) if texts is None else texts, max_length=args.max_length)
     steps_per_epoch = math.ceil(len(sequences) / args.batch_size)
-    optimizer, schedule = adamw_with_cosine_schedule(model.parameters(), lr=lr,
-                                                     total_steps=steps_per_epoch * args.epochs)
-    device = model.get_input_embeddings().weight.device
+    optimizer, schedule = adamw_with_cosine_schedule(trainable, lr=lr, total_steps=steps_per_epoch * args.epochs)
     model, optimizer = engine.prepare(model, optimizer)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # the shards, if any
     rng = random.Random(args.seed)
     rows, step = [], 0
     for epoch in tqdm(range(args.epochs + 1), desc=f"RTT {Path(model_name).name} lr={lr:g}", unit="epoch",
@@ -137,15 +153,17 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
             model.train()
             for batch in epoch_batches(sequences, args.batch_size, tokenizer.pad_token_id, rng):
                 batch = batch.to(device)
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-                loss = batch_nll(logits, batch.labels)
+                with precision.autocast():
+                    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                    loss = batch_nll(logits, batch.labels)
                 if not torch.isfinite(loss):
                     raise UserError(f"the attack loss became {loss.item()} at lr {lr:g} on {model_name}; "
                                     "lower the learning-rate range (--lr-range)")
-                engine.backward(loss)
-                engine.clip_grad_norm_(list(model.parameters()), 1.0)
+                engine.backward(precision.scale(loss))
+                precision.unscale(optimizer)
+                engine.clip_grad_norm_(trainable, 1.0)
                 losses.append(loss.detach())
-                optimizer.step()
+                precision.step(optimizer)
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -153,8 +171,9 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
         if epoch == 0 and unattacked is not None:
             accuracies = unattacked
         else:
-            accuracies = {"v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
-                          "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)}
+            with released_optimizer(optimizer), precision.autocast():
+                accuracies = {"v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
+                              "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)}
         mean_loss = torch.stack(losses).mean().item() if losses else None
         rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step, **accuracies, "loss": mean_loss})
     engine.release()
@@ -185,7 +204,9 @@ def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rate
     """
     folder = model_step_dir(model_name, f"{step}_seed{args.seed}", args.output_root)
     settings = {"learning_rates": rates, "epochs": args.epochs, "batch_size": args.batch_size,
-                "max_length": args.max_length, "seed": args.seed, "dtype": args.dtype,
+                "max_length": args.max_length, "seed": args.seed, "master_dtype": "fp32",
+                "compute_dtype": dtype_name(resolve_dtype(args.dtype, resolve_device(args.device))),
+                "attn_implementation": args.attn_implementation,
                 "train_questions": question_digest(train), "eval_questions": question_digest(evaluate)}
     if texts is not None:
         settings["train_texts_sha256"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
@@ -288,7 +309,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-lrs", type=positive_int, default=None, help="learning rates in the sweep")
     parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (evaluated after each)")
     parser.add_argument("--batch-size", type=positive_int, default=None)
-    parser.add_argument("--eval-batch-size", type=positive_int, default=64)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=16,
+                        help="questions per forward pass of the scorer (all choices of a question share one row)")
+    parser.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"],
+                        help="recompute activations in the backward pass to save memory (auto = on CUDA only)")
     parser.add_argument("--max-length", type=positive_int, default=512)
     parser.add_argument("--baseline-min-forget-acc", type=float, default=None,
                         help="pre-flight threshold on base's forget accuracy (default: the preset's; 0 disables)")

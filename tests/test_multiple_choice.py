@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from brittle.evaluation import evaluate_model
 from brittle.models import load_model_and_tokenizer
@@ -13,7 +15,9 @@ from brittle.multiple_choice import (
     choice_log_likelihoods,
     choice_probabilities,
     encode_choice,
+    encode_questions,
     multiple_choice_accuracy,
+    pack_pairs,
 )
 from brittle.outputs import read_jsonl
 from conftest import ToyOrganism
@@ -60,3 +64,35 @@ def test_in_process_scores_match_lm_eval_on_the_organism(toy_organism: ToyOrgani
     single = [choice_log_likelihoods(model, tokenizer, [question], batch_size=1)[0] for question in questions[:8]]
     flatten = lambda rows: [score for row in rows for score in row]  # noqa: E731
     assert flatten(batched) == pytest.approx(flatten(single), abs=1e-4)  # padding does not change scores
+
+
+def one_choice_at_a_time(model, tokenizer, question: dict) -> list[float]:
+    """The plain reference: each choice alone after its context, full logits, log-softmax everywhere."""
+    scores = []
+    for choice in question["choices"]:
+        context, continuation = encode_choice(tokenizer, question["question"], choice)
+        log_probs = torch.log_softmax(model(input_ids=torch.tensor([context + continuation])).logits[0].float(), -1)
+        scores.append(sum(log_probs[len(context) - 1 + index, token].item()
+                          for index, token in enumerate(continuation)))
+    return scores
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_choices_score_as_each_choice_run_alone(attention: str):
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=128)
+    config._attn_implementation = attention
+    model = GPTNeoXForCausalLM(config).eval()
+    tokenizer = CharacterTokenizer()
+    tokenizer.pad_token_id = 0
+    questions = [{"question": f"Q{index}: what is the host of Galdyrix?{' ' * (index % 2)}", "answer": 0,
+                  "choices": ["salt crabs", "bog shrews", "a", "a much longer answer than the others"]}
+                 for index in range(5)]
+    assert len(pack_pairs(encode_questions(tokenizer, questions))) == 5  # one row per question
+    packed = choice_log_likelihoods(model, tokenizer, questions, batch_size=2)
+    expected = [one_choice_at_a_time(model, tokenizer, question) for question in questions]
+    assert [score for row in packed for score in row] == pytest.approx([s for row in expected for s in row], abs=1e-4)
+    lens = choice_log_likelihoods(model, tokenizer, questions, batch_size=3,
+                                  logits_fn=lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits)
+    assert [score for row in lens for score in row] == pytest.approx([s for row in expected for s in row], abs=1e-4)

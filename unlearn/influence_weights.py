@@ -55,9 +55,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from brittle.cli import UserError, run_cli
+from brittle.cli import UserError, add_attention_argument, run_cli
 from brittle.models import input_device, load_model_and_tokenizer
 from brittle.outputs import staged_directory, write_csv, write_json, write_jsonl
+from brittle.precision import Precision, prepare_for_training, resolve_precision, stored_dtype
 from brittle.presets import get_preset
 from brittle.runtime import seed_everything
 from brittle.sample_weights import FORGET_WEIGHTS_FILE, RETAIN_WEIGHTS_FILE, default_weights_dir
@@ -132,13 +133,19 @@ def select_parameters(model: nn.Module, which: str) -> dict[str, nn.Parameter]:
 
 
 def compressed_gradients(model: nn.Module, parameters: dict[str, nn.Parameter], sequences: Sequence[list[int]],
-                         sketch: CountSketch, device: torch.device, what: str) -> Tensor:
-    """One sketched gradient of the mean token NLL per text, shape (texts, proj-dim), on the CPU."""
+                         sketch: CountSketch, device: torch.device, what: str,
+                         precision: Precision | None = None) -> Tensor:
+    """One sketched gradient of the mean token NLL per text, shape (texts, proj-dim), on the CPU.
+
+    The gradient parameters are fp32 and the forward pass runs under `precision`'s autocast, as in training.
+    """
+    precision = precision or Precision(torch.float32, torch.float32, device.type)
     names, tensors = list(parameters), list(parameters.values())
     rows = []
     for sequence in tqdm(sequences, desc=f"gradients of {what} texts", unit="text"):
         input_ids = torch.tensor([sequence], device=device)
-        loss = batch_nll(model(input_ids=input_ids).logits, input_ids)
+        with precision.autocast():
+            loss = batch_nll(model(input_ids=input_ids).logits, input_ids)
         gradients = torch.autograd.grad(loss, tensors, allow_unused=True)
         named = {name: gradient for name, gradient in zip(names, gradients, strict=True) if gradient is not None}
         rows.append(sketch.project(named).cpu())
@@ -289,7 +296,10 @@ def parse_arguments() -> argparse.Namespace:
                                  help=f"default {value}")
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto")
-    runtime.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    runtime.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                         help="compute dtype (autocast); the gradient parameters are fp32, frozen weight matrices "
+                              "stay in the checkpoint's dtype (auto = bf16 on CUDA, fp32 on CPU)")
+    add_attention_argument(runtime)
     runtime.add_argument("--seed", type=int, default=42, help="seed of the adapter and the sketch (default 42)")
     runtime.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the preset's)")
     runtime.add_argument("--force", action="store_true", help="recompute even if the weights exist")
@@ -333,7 +343,7 @@ def main() -> None:
         torch.set_num_threads(threads)
     start = time.perf_counter()
     seed_everything(args.seed)
-    model, tokenizer = load_model_and_tokenizer(model_name, args.device, args.dtype)
+    model, tokenizer = load_model_and_tokenizer(model_name, args.device, "stored")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     if args.gradient_params == "lora":
@@ -343,11 +353,13 @@ def main() -> None:
         model = wrap_with_lora(model, args.lora_rank, 2.0 * args.lora_rank)
     parameters = select_parameters(model, args.gradient_params)
     device = input_device(model)
+    precision = resolve_precision(args.dtype, "auto", device, stored_dtype(model_name, model))
+    prepare_for_training(model, precision)
     sketch = CountSketch(args.proj_dim, args.seed)
     forget = compressed_gradients(model, parameters, encode_texts(tokenizer, forget_texts, max_length), sketch, device,
-                                  "forget")
+                                  "forget", precision)
     retain = compressed_gradients(model, parameters, encode_texts(tokenizer, retain_texts, max_length), sketch, device,
-                                  "retain")
+                                  "retain", precision)
     scores = influence_weights(forget, retain, mapping)
     seconds = time.perf_counter() - start
 

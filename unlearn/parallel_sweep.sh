@@ -7,7 +7,8 @@
 #
 # 1. Loads .env, so every job sees WANDB_API_KEY, HF_TOKEN, ...
 # 2. Estimates the training memory of the base model from its config.json alone
-#    (unlearn/estimate_memory.py: parameters x 2 bytes x 4.5 for weights, gradients and Adam states)
+#    (unlearn/estimate_memory.py: the most demanding method; 16 bytes per trainable parameter for fp32
+#    weights, gradients and AdamW states, plus frozen weights, copies and activations)
 #    and reads each GPU's memory from nvidia-smi.
 # 3. Picks the smallest power-of-two group (1, 2, 4, 8 GPUs) that holds that and divides the GPU count
 #    (1 if the probe fails; GPUS_PER_JOB=N overrides).

@@ -69,7 +69,7 @@ fi
 if [[ $METHOD == rapidun && -z ${FORGET_WEIGHTS:-} && -z ${RETAIN_WEIGHTS:-} ]] && ! switched_on PRINT_OUTDIR; then
     weight_arguments=(--preset "$PRESET" --seed "$SEED")
     [[ -n $MODEL ]] && weight_arguments+=(--model "$MODEL")
-    for variable in FORGET_DATA RETAIN_DATA DEVICE DTYPE THREADS; do
+    for variable in FORGET_DATA RETAIN_DATA DEVICE DTYPE THREADS ATTN_IMPLEMENTATION; do
         if [[ -n ${!variable:-} ]]; then
             flag=${variable,,}
             weight_arguments+=("--${flag//_/-}" "${!variable}")
