@@ -327,8 +327,8 @@ def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -
         arguments += ["--max-samples", str(study.max_samples)]
     script = str(REPOSITORY / entry.script)
     if entry.scope == "study":
-        return Task(entry, (), entry.name, root, (), ["uv", "run", "--quiet", script, "--preset", study.preset,
-                                                     "--output-root", str(root), *arguments])
+        return Task(entry, (), entry.name, root, (), ["uv", "run", "--quiet", script, "--output-root", str(root),
+                                                     *arguments])
     model_arguments = ["--model", models[0]] if len(models) == 1 else ["--model-a", models[0], "--model-b", models[1]]
     command = ["uv", "run", script, *model_arguments, "--output-root", str(root), "--device", study.device,
                "--dtype", study.dtype, "--seed", str(study.seed), *(["--force"] if force else []), *arguments]
@@ -653,7 +653,7 @@ def run_stage(stage: str, force: bool) -> None:
     if stage == "study":
         write_manifest(study)
         for task in tasks:
-            if task.step.scope == "study":
+            if task.step.manifest:
                 task.command += ["--manifest", str(study.output_root / ".manifests" / f"seed{study.seed}.tsv")]
     log_dir = study.output_root / ".logs" / f"{datetime.now():%Y%m%d-%H%M%S}-seed{study.seed}-{stage}"
     try:

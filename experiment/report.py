@@ -41,6 +41,7 @@ from typing import Any
 
 from steps import step as registered_step
 
+from brittle.attacks import verdict_html
 from brittle.cli import UserError, run_cli
 from brittle.outputs import DEFAULT_OUTPUT_ROOT, model_slug, read_csv, write_csv, write_text
 from brittle.presets import get_preset
@@ -553,6 +554,7 @@ with several seeds it shows mean ± std over seeds.</p>
 {comparison_list(comparisons)}
 <h2>Signature, level by level</h2>
 {signature_table(rows, labels, cells)}
+{verdict_html(root)}
 <h2>Key plots</h2>
 {plots or "<p>No plots found.</p>"}
 <h2>Missing</h2>

@@ -64,6 +64,7 @@ class Step:
     enabled_by: str | None = None  # an environment flag that must be 1 for the step to run (default: always)
     folder_template: str | None = None  # the folder name when it differs from `name` (may hold {seed})
     summary: str = "summary.json"  # the file logged to W&B after the step, inside `folder`
+    manifest: bool = False  # a study step told which comparisons this run made (`--manifest`: the report)
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -93,6 +94,7 @@ class Step:
 
 
 TEXT_ARGUMENTS = ("--preset", "{preset}")
+ATTACK_ARGUMENTS = ("--filtered", "{filtered}", "--preset", "{preset}")
 
 # The steps, in the order a one-slot pipeline runs them (per-model steps for every model first, then
 # pairwise steps for every comparison, then the attacks, then the report).
@@ -128,7 +130,25 @@ STEPS: tuple[Step, ...] = (
          reads=("evals",), folder_template="relearn_attack_seed{seed}", summary="summary.csv",
          also_writes=(("model_a", "relearn_attack_seed{seed}"), ("model_b", "relearn_attack_seed{seed}"),
                       ("filtered", "relearn_attack_seed{seed}"))),
-    Step("report", None, "study", "experiment/report.py", "the HTML report of every comparison", summary=""),
+    # Steps 14-18: more attacks on each unlearned model, with the relearning attack's A/B/C/F conditions
+    # (brittle/attacks.py; docs/attacks.md). ENABLE_ATTACKS=0 switches them and the verdict off.
+    *(Step(name, number, "attack", script, title, arguments=ATTACK_ARGUMENTS, folder_template=f"{name}_seed{{seed}}",
+           summary="summary.csv", enabled_by="ENABLE_ATTACKS", **extra)
+      for name, number, script, title, extra in (
+          ("quantization_attack", 14, "experiment/quantization_attack.py", "quantization attack (8 and 4 bit)",
+           {"reads": ("weight_comparison",)}),
+          ("benign_finetune", 15, "experiment/benign_finetune_attack.py", "benign fine-tuning on retain text",
+           {"also_writes": (("model_a", "benign_finetune_seed{seed}"), ("model_b", "benign_finetune_seed{seed}"),
+                            ("filtered", "benign_finetune_seed{seed}"))}),
+          ("directional_ablation", 16, "experiment/directional_ablation.py", "directional ablation", {}),
+          ("prompt_probe", 17, "experiment/prompt_probe.py", "few-shot and paraphrase probing", {}),
+          ("membership_inference", 18, "experiment/membership_inference.py",
+           "membership inference (LOSS, zlib, Min-K%, Min-K%++)", {}),
+      )),
+    Step("verdict", 19, "study", "experiment/verdict.py", "the verdict: every attack's recovery, per model",
+         enabled_by="ENABLE_ATTACKS", summary=""),
+    Step("report", None, "study", "experiment/report.py", "the HTML report of every comparison", summary="",
+         arguments=("--preset", "{preset}"), manifest=True),
 )
 
 STEP_NAMES: tuple[str, ...] = tuple(entry.name for entry in STEPS)
