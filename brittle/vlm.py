@@ -34,9 +34,10 @@ from brittle.cli import UserError
 from brittle.multiple_choice import (
     EncodedChoice,
     accuracy_from_scores,
-    continuation_log_likelihoods,
     encode_choice,
-    pad_pairs,
+    logits_fn_scores,
+    pack_pairs,
+    packed_batch,
 )
 from brittle.organism import FORGET_DOMAIN, OPTIONS_PER_QUESTION, RETAIN_DOMAIN, Domain, Fact, invent_facts
 from brittle.training import IGNORE_INDEX
@@ -323,11 +324,14 @@ def vl_choice_log_likelihoods(model: PreTrainedModel, tokenizer: PreTrainedToken
     scores: list[list[float]] = [[0.0] * len(question["choices"]) for question in questions]
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start: start + batch_size]
-        input_ids, attention_mask = pad_pairs(chunk, tokenizer.pad_token_id)
-        pictures = pixel_values[[rows[str(questions[pair.question_index]["image"])] for pair in chunk]]
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                       pixel_values=pictures.to(device, dtype)).logits
-        for pair, score in zip(chunk, continuation_log_likelihoods(logits, chunk).tolist(), strict=True):
+        batch = packed_batch(pack_pairs(chunk, share_context=False), tokenizer.pad_token_id)  # one row per pair
+        pictures = pixel_values[[rows[str(questions[pair.question_index]["image"])] for pair in batch.pairs]]
+
+        def logits_fn(input_ids: Tensor, attention_mask: Tensor, pictures: Tensor = pictures) -> Tensor:
+            return model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pictures.to(device, dtype),
+                         use_cache=False).logits
+
+        for pair, score in zip(batch.pairs, logits_fn_scores(logits_fn, batch, device).tolist(), strict=True):
             scores[pair.question_index][pair.choice_index] = score
     return scores
 
