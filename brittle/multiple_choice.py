@@ -180,6 +180,20 @@ def logits_fn_scores(logits_fn: Callable[[Tensor, Tensor], Tensor], batch: Packe
     return scored_log_probs(logits, lambda selected: selected, batch)
 
 
+def continuation_log_likelihoods(logits: Tensor, pairs: Sequence[EncodedChoice]) -> Tensor:
+    """Summed log-probability of each pair's continuation from logits already computed for it: row r holds
+    pairs[r]'s context then continuation (right-padded). The fp32 log-softmax runs only at the positions
+    that predict a continuation token (the lenses, which produce their logits on a window of positions)."""
+    scores = []
+    for row, pair in enumerate(pairs):
+        start = len(pair.context) - 1  # the position that predicts the first continuation token
+        positions = torch.arange(start, start + len(pair.continuation), device=logits.device)
+        targets = torch.tensor(pair.continuation, device=logits.device)
+        log_probs = torch.log_softmax(logits[row, positions].float(), dim=-1)
+        scores.append(log_probs.gather(1, targets[:, None]).sum())
+    return torch.stack(scores)
+
+
 def memory_lean_batches(rows: list[PackedRow], batch_size: int) -> list[list[PackedRow]]:
     """Rows in batches of `batch_size`, longest first (little padding)."""
     ordered = sorted(rows, key=lambda row: -row.length)
