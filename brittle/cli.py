@@ -74,6 +74,12 @@ def add_attention_argument(parser: argparse.ArgumentParser | argparse._ArgumentG
                              "and the GPU supports it (Ampere+), else sdpa (eager where the model has no sdpa)")
 
 
+def add_gradient_checkpointing_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--gradient-checkpointing auto|on|off` for the scripts that train (brittle.precision.gradient_checkpointing)."""
+    parser.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"],
+                        help="recompute activations in the backward pass to save memory (auto = on CUDA only)")
+
+
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """`--device`, `--dtype`, `--attn-implementation` and `--seed`, with the toolkit-wide defaults."""
     parser.add_argument("--device", default="auto",

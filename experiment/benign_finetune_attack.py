@@ -52,7 +52,7 @@ from brittle.attacks import (
     step_inputs,
     write_attack_outputs,
 )
-from brittle.cli import UserError, positive_int, run_cli
+from brittle.cli import UserError, add_gradient_checkpointing_argument, positive_int, run_cli
 from brittle.outputs import staged_directory
 from brittle.texts import read_texts
 
@@ -73,6 +73,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive_int, default=None)
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--max-length", type=positive_int, default=512)
+    add_gradient_checkpointing_argument(parser)
     args = parser.parse_args(argv)
     preset = complete_attack_arguments(args)
     args.retain_text = args.retain_text or preset.retain_text

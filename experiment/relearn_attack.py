@@ -56,7 +56,14 @@ import torch
 from tqdm import tqdm
 
 from brittle.attacks import recovery_rate, relative_accuracy
-from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int, run_cli
+from brittle.cli import (
+    UserError,
+    add_gradient_checkpointing_argument,
+    add_output_arguments,
+    add_runtime_arguments,
+    positive_int,
+    run_cli,
+)
 from brittle.distributed import relaunch_if_requested, start_engine
 from brittle.evaluation import step0_accuracy
 from brittle.identity import Identity, read_identity
@@ -311,8 +318,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--eval-batch-size", type=positive_int, default=16,
                         help="questions per forward pass of the scorer (all choices of a question share one row)")
-    parser.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "on", "off"],
-                        help="recompute activations in the backward pass to save memory (auto = on CUDA only)")
+    add_gradient_checkpointing_argument(parser)
     parser.add_argument("--max-length", type=positive_int, default=512)
     parser.add_argument("--baseline-min-forget-acc", type=float, default=None,
                         help="pre-flight threshold on base's forget accuracy (default: the preset's; 0 disables)")
