@@ -200,6 +200,15 @@ def memory_lean_batches(rows: list[PackedRow], batch_size: int) -> list[list[Pac
     return [ordered[start: start + batch_size] for start in range(0, len(ordered), batch_size)]
 
 
+def is_fully_sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP2 (`fully_shard`) wraps the model: its submodules cannot be called on their own."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        return False
+    return isinstance(model, FSDPModule)
+
+
 @torch.no_grad()
 def choice_log_likelihoods(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                            questions: Sequence[dict[str, Any]], batch_size: int = 16,
@@ -211,9 +220,13 @@ def choice_log_likelihoods(model: PreTrainedModel, tokenizer: PreTrainedTokenize
     where a choice token is predicted; a 1,024-token question with 4 choices costs one forward pass over
     ~1,030 tokens instead of four over 1,024 and (4 × 1,024) × vocabulary fp32 log-probabilities.
     Flash-attention cannot take the packed mask, so there (and with `logits_fn`, which returns logits for
-    every position) each choice gets its own row, still scored only at its continuation positions.
+    every position) each choice gets its own row, still scored only at its continuation positions. A model
+    sharded with FSDP2 runs only through its root module's forward, so it is scored the same way.
     """
     device = model.get_input_embeddings().weight.device
+    if logits_fn is None and is_fully_sharded(model):
+        def logits_fn(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+            return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     share = logits_fn is None and getattr(model.config, "_attn_implementation", None) != "flash_attention_2"
     rows = pack_pairs(encode_questions(tokenizer, questions), share_context=share)
     scores: list[list[float]] = [[0.0] * len(question["choices"]) for question in questions]
