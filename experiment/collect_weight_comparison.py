@@ -252,10 +252,10 @@ def main() -> None:
     names = checkpoint_a.matrix_names()
     for pair in matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype, description="weight matrices"):
         delta = pair.modified.sub_(pair.base)  # ΔW in place of W_B: two matrices in memory, not three
-        identity = {"name": pair.name, "layer": pair.role.layer, "group": pair.role.group}
+        labels = {"name": pair.name, "layer": pair.role.layer, "group": pair.role.group}
         shape = {"shape0": pair.base.shape[0], "shape1": pair.base.shape[1]}
         statistics = matrix_statistics(pair.base, delta, args.seed, args.power_iterations, args.empirical_rank)
-        per_matrix.append({**identity, **shape, **statistics})
+        per_matrix.append({**labels, **shape, **statistics})
         per_component.extend(component_rows(pair, delta, statistics, num_heads, args))
         del pair, delta  # before the next pair is read: two matrices in memory, not four
 
