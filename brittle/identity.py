@@ -92,7 +92,10 @@ def hub_snapshot(name: str) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency of brittle
         return None
-    cached = try_to_load_from_cache(name, "config.json")
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid hub id (a missing folder): the step's model check says so in one line
+        return None
     return Path(cached).parent if isinstance(cached, str) else None
 
 

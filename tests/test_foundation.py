@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from brittle.cli import UserError
 from brittle.evaluation import step0_accuracy, write_evaluation
-from brittle.outputs import model_step_dir
+from brittle.identity import IDENTITY_FILE, Identity
+from brittle.outputs import model_step_dir, write_json
 from brittle.questions import read_questions
 from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
 
@@ -170,8 +171,11 @@ def test_every_question_file_of_the_organism_reads_through_the_one_reader(toy_or
 def test_step0_accuracy_reads_what_step0_writes(tmp_path: Path):
     model = "models/toy-base-s42"
     assert step0_accuracy(model, "toy_forget_mcq", tmp_path) is None  # Step 0 has not run
-    write_evaluation(model_step_dir(model, "evals", tmp_path), model,
+    folder = model_step_dir(model, "evals", tmp_path)
+    write_evaluation(folder, model,
                      {"toy_forget_mcq": {"acc": 0.975, "acc_stderr": 0.01}, "wikitext": {"word_perplexity": 9.0}},
                      ["toy_forget_mcq"])
+    assert step0_accuracy(model, "toy_forget_mcq", tmp_path) is None  # it records no identity: not this model's
+    write_json(folder / IDENTITY_FILE, Identity.of(models={"model": model}).record())
     assert step0_accuracy(model, "toy_forget_mcq", tmp_path) == 0.975
     assert step0_accuracy(model, "wikitext", tmp_path) is None and step0_accuracy(model, "mmlu", tmp_path) is None
