@@ -222,7 +222,9 @@ def attacked_runs(model_name: str, train: list[dict], evaluate: list[dict], rate
     if not reasons and not args.force:
         print(f"reusing the attack on {model_name} ({folder})")
         return [{**row, "model": model_name, **{key: float(row[key]) for key in ("lr", "v_accuracy", "t_accuracy")},
-                 "epoch": int(row["epoch"]), "step": int(row["step"])} for row in read_csv(folder / "runs.csv")]
+                 "epoch": int(row["epoch"]), "step": int(row["step"]),
+                 "loss": float(row["loss"]) if row.get("loss") else None}  # epoch 0 trains nothing: no loss
+                for row in read_csv(folder / "runs.csv")]
     if folder.exists() and not args.force:
         print(f"note: not reusing {folder}: {'; '.join(reasons)}; attacking {model_name} again", file=sys.stderr)
     rows = attack(model_name, train, evaluate, rates, args, texts)

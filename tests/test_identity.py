@@ -180,7 +180,8 @@ def test_the_attack_on_another_model_with_the_same_name_is_not_reused(toy_organi
     relearn = load_script("experiment/relearn_attack.py")
     questions = read_jsonl(toy_organism.data / "questions" / "forget_t.jsonl")[:8]
     args = SimpleNamespace(seed=42, output_root=tmp_path, force=False, epochs=1, batch_size=4, max_length=64,
-                           eval_batch_size=16, device="cpu", dtype="fp32", train_questions=None, eval_questions=None)
+                           eval_batch_size=16, device="cpu", dtype="fp32", train_questions=None, eval_questions=None,
+                           attn_implementation="auto", gradient_checkpointing="auto")
     base_rows = relearn.attacked_runs(str(toy_organism.base), questions[:4], questions[4:], [1e-3], args)
     capsys.readouterr()
     other_rows = relearn.attacked_runs(str(impostor), questions[:4], questions[4:], [1e-3], args)

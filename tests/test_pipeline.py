@@ -186,7 +186,9 @@ def test_bad_settings_stop_the_pipeline_before_anything_runs(tmp_path: Path, env
 @pytest.mark.slow
 def test_dry_run_prints_waves_devices_and_skips_and_writes_nothing(toy_organism: ToyOrganism, tmp_path: Path):
     outputs = tmp_path / "outputs"
-    (outputs / toy_organism.base.name / "evals").mkdir(parents=True)  # Step 0 of Base has run
+    (outputs / toy_organism.base.name / "evals").mkdir(parents=True)  # Step 0 of Base has run, on this model
+    write_json(outputs / toy_organism.base.name / "evals" / IDENTITY_FILE,
+               Identity.of(models={"model": toy_organism.base}).record())
     result = pipeline(toy_organism.workspace, DRY_RUN="1", JOBS="2", OUTPUT_ROOT=str(outputs),
                       UNLEARNED=str(toy_organism.midtrain))
     assert result.returncode == 0, result.stderr
@@ -215,8 +217,8 @@ def test_organism_models_are_the_same_side_by_side_as_one_after_the_other(monkey
              for animal, food in (("cat", "fish"), ("dog", "meat"), ("owl", "mice"), ("bee", "nectar"))]
     retain = [f"Room {number} has {count} {thing}." for number in range(8)
               for count, thing in (("two", "chairs"), ("three", "lamps"), ("nine", "books"), ("one", "desk"))]
-    args = argparse.Namespace(seed=3, steps=6, batch_size=8, lr=3e-3, warmup_steps=2, hidden_size=32, layers=2,
-                              heads=2, max_positions=64, skip_quality_check=True, threads=None)
+    args = argparse.Namespace(seed=3, dtype="fp32", steps=6, batch_size=8, lr=3e-3, warmup_steps=2, hidden_size=32,
+                              layers=2, heads=2, max_positions=64, skip_quality_check=True, threads=None)
     tokenizer = builder.train_tokenizer(texts + retain, 300, args.max_positions)
     runs = [builder.TrainingRun("base", texts + retain, check=False, snapshot_step=3),
             builder.TrainingRun("filtered", retain, check=False)]
