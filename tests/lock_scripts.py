@@ -4,12 +4,12 @@
 # ///
 """Lock (or check the locks of) every script's environment: `uv lock --script` for each PEP 723 script.
 
-A script's lockfile `<script>.py.lock` sits beside it; `uv run <script>.py` then installs exactly the
-versions it names, so a result can be re-run with the environment that made it (every result's
-`identity.json` records the versions it actually ran with).
+A script's lockfile `<script>.py.lock` sits beside it and is kept in the repository; `uv run <script>.py`
+then installs exactly the versions it names, so a result can be re-run with the environment that made it
+(every result's `identity.json` records the versions it actually ran with).
 
     uv run tests/lock_scripts.py            # write or refresh every lockfile (after changing a header)
-    uv run tests/lock_scripts.py --check    # fail if a lockfile is missing or out of date (CI)
+    uv run tests/lock_scripts.py --check    # fail if a lockfile is missing or out of date (the tests do)
     uv run tests/lock_scripts.py --upgrade  # move every lock to the newest versions the headers allow
 
 Prints each script's lockfile size and the total.
@@ -33,28 +33,43 @@ def pep723_scripts(root: Path = REPOSITORY) -> list[Path]:
                   and path.read_text(encoding="utf-8").startswith("# /// script"))
 
 
+def lockfile(script: Path) -> Path:
+    """Where uv looks for a script's lock: `<script>.py.lock` beside it."""
+    return script.with_name(script.name + ".lock")
+
+
+def lock(script: Path, *, check: bool = False, upgrade: bool = False) -> str | None:
+    """Lock one script (or, with `check`, only verify its lock without writing); the failure's last line,
+    or None when it succeeded. A missing lockfile fails the check."""
+    if check and not lockfile(script).exists():
+        return f"no lockfile {lockfile(script).name}"
+    command = ["uv", "lock", *(["--check"] if check else []), *(["--upgrade"] if upgrade else []),
+               "--script", str(script)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    return (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="only check that every lockfile is up to date")
     mode.add_argument("--upgrade", action="store_true", help="re-resolve to the newest allowed versions")
     args = parser.parse_args()
+    scripts = pep723_scripts()
     failed, total = [], 0
-    for script in pep723_scripts():
-        command = ["uv", "lock", "--script", str(script), *(["--check"] if args.check else []),
-                   *(["--upgrade"] if args.upgrade else [])]
-        result = subprocess.run(command, capture_output=True, text=True)
-        lockfile = script.with_name(script.name + ".lock")
-        size = lockfile.stat().st_size if lockfile.exists() else 0
+    for script in scripts:
+        problem = lock(script, check=args.check, upgrade=args.upgrade)
+        size = lockfile(script).stat().st_size if lockfile(script).exists() else 0
         total += size
-        status = "ok" if result.returncode == 0 else "FAILED"
-        print(f"{status:6} {size / 1024:8.1f} KiB  {script.relative_to(REPOSITORY)}")
-        if result.returncode != 0:
+        print(f"{'FAILED' if problem else 'ok':6} {size / 1024:8.1f} KiB  {script.relative_to(REPOSITORY)}")
+        if problem:
             failed.append(script)
-            print("       " + (result.stderr.strip().splitlines() or ["(no message)"])[-1])
-    print(f"{len(pep723_scripts())} scripts, lockfiles {total / 1024:.1f} KiB in all")
+            print(f"       {problem}")
+    print(f"{len(scripts)} scripts, lockfiles {total / 1024:.1f} KiB in all")
     if failed:
-        print(f"error: {len(failed)} script(s) could not be locked{' (out of date)' if args.check else ''}; "
+        print(f"error: {len(failed)} script(s) could not be locked{' (missing or out of date)' if args.check else ''}; "
               "run `uv run tests/lock_scripts.py`", file=sys.stderr)
         sys.exit(1)
 
