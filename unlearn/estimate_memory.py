@@ -25,7 +25,7 @@ with grouped key/value heads, plain or gated MLP). Training memory follows britt
                                       (or, when larger, the multi-tensor AdamW step's fp32 temporary of
                                       every trainable parameter; none with the fused AdamW used on CUDA)
 
-What trains depends on the method (unlearn.py's method cards): everything; for rmu, cb and cb_lat only
+What trains depends on the method (its card in brittle/catalogue.py): everything; for rmu, cb and cb_lat only
 the embeddings and the layers up to the top target layer (the rest is frozen and never run); with LoRA
 (rapidun) only the adapters. benchmarks/training_memory.py checks these predictions against measured
 peaks. parallel_sweep.sh uses the largest method's estimate to choose how many GPUs each job gets.
@@ -40,7 +40,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import unlearn
+from brittle.catalogue import METHODS, method_defaults, parse_layer_ids
 from brittle.cli import UserError, run_cli
 from brittle.presets import get_preset
 
@@ -156,7 +156,7 @@ def training_memory(config: dict, method: str, batch_size: int, length: int, lay
     AdamW state; `compute_bytes` 4 means fp32 compute, where frozen weights are fp32 as well). Without
     `fused_adamw` (the CPU's multi-tensor AdamW) the optimizer step holds one more fp32 copy of the trainable
     parameters; the peak is then the larger of the backward pass and the step."""
-    card = unlearn.METHODS[method]
+    card = METHODS[method]
     shape = model_shape(config)
     activation_method = "retain_activations" in card.needs
     layers_run = max(layer_ids) + 1 if activation_method and layer_ids else shape.layers
@@ -191,10 +191,11 @@ def training_memory(config: dict, method: str, batch_size: int, length: int, lay
 
 def method_settings(method: str, preset: str = "real") -> dict:
     """The settings a run of `method` uses by default (batch size, length, target layers, LoRA rank, mix)."""
-    defaults = unlearn.method_defaults(get_preset(preset, 42), method)
+    chosen = get_preset(preset, 42)
+    defaults = method_defaults(chosen.unlearn_defaults, method, chosen.name)
     retain, forget = (int(part) for part in str(defaults["mix_ratio"]).split(":"))
     return {"batch_size": defaults["batch_size"], "length": defaults["max_length"],
-            "layer_ids": unlearn.parse_layer_ids(defaults["layer_id"]), "lora_rank": defaults["lora_rank"],
+            "layer_ids": parse_layer_ids(defaults["layer_id"]), "lora_rank": defaults["lora_rank"],
             "retain_batch_size": max(1, round(defaults["batch_size"] * retain / forget))}
 
 
@@ -203,7 +204,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="hub id or local folder (default: the preset's base model)")
     parser.add_argument("--preset", default="real", choices=["real", "toy"])
     parser.add_argument("--seed", type=int, default=42, help="selects the toy base model (models/toy-base-s<seed>)")
-    parser.add_argument("--method", default=None, choices=list(unlearn.METHODS),
+    parser.add_argument("--method", default=None, choices=list(METHODS),
                         help="the method (default: the most demanding one, for sizing GPU groups)")
     parser.add_argument("--batch-size", type=int, default=None, help="forget texts per micro-batch (default: the "
                                                                      "method's)")
@@ -218,7 +219,7 @@ def main() -> None:
     model = args.model or get_preset(args.preset, args.seed).base
     config = read_config(model)
     estimates = []
-    for method in [args.method] if args.method else list(unlearn.METHODS):
+    for method in [args.method] if args.method else list(METHODS):
         settings = method_settings(method, args.preset)
         settings["batch_size"] = args.batch_size or settings["batch_size"]
         settings["length"] = args.max_length or settings["length"]
