@@ -13,14 +13,21 @@ For each method, a fresh process builds a random-init GPT-NeoX of Pythia-410M's 
 fp32 master weights, caches, gradient checkpointing on) and runs 3 optimizer steps of the shared loop
 (brittle.trainer.train) on random token texts, in the compute dtype of --dtype (bf16 autocast also runs
 on the CPU). The peak is the process's resident-memory high-water mark during those steps
-(/proc/self/status VmHWM, reset just before the model is built) minus the resident memory before it;
-the prediction is `estimate_memory.training_memory` for the same settings. Target: every prediction
-within ±25% of the measurement. It also prints the estimate for the 6.9B deep-ignorance shape.
+(/proc/self/status VmHWM, kept exactly by the kernel, reset just before the model is built) minus the
+resident memory before it (the interpreter, torch and the random texts, which the estimate does not
+model); the prediction is `estimate_memory.training_memory` for the same settings, with the CPU's
+multi-tensor AdamW. Target: every prediction within ±25% of the measurement. It also prints the estimate
+for the 6.9B deep-ignorance shape. One thread is the default, for a shared machine: the tensors, which
+make the peak, are the same whatever the thread count (more threads add only their stacks and small
+per-thread scratch buffers).
 
-    uv run benchmarks/training_memory.py                       # the default methods, batch 1 × 64 tokens
-    uv run benchmarks/training_memory.py --methods ga,rmu --batch-size 2 --length 128 --threads 2
+    uv run benchmarks/training_memory.py                            # all 13 methods, batch 1 × 64 tokens
+    uv run benchmarks/training_memory.py --methods ga,rmu --batch-size 2 --length 128
+    uv run benchmarks/training_memory.py --report                   # the stored measurements, estimate as now
 
-Each method takes minutes on a CPU (3 steps of a 405M-parameter model, plus the caches and the adversary).
+Each method takes minutes on a CPU (3 steps of a 405M-parameter model, plus the caches and the
+adversary); each measurement is stored in --output as it finishes, so an estimate can be revised and
+checked again with --report without training anything.
 """
 
 from __future__ import annotations
@@ -106,10 +113,16 @@ def measure(method: str, args: argparse.Namespace) -> dict:
     context = prepare_training(model, decoder_layers(model), card, settings, precision)
     caches = prepare_caches(context, card, data, settings, 0, device, precision)
     gradient_checkpointing(context.model, "on", device)
+    # The high-water mark as each optimizer step begins: whether the peak comes from the forward and
+    # backward passes (it is already reached here) or from the AdamW step itself (it rises after).
+    before_steps = []
+    torch.optim.optimizer.register_optimizer_step_pre_hook(
+        lambda *_: before_steps.append(resident_bytes("VmHWM") - baseline))
     start = time.perf_counter()
     train(context, LOSSES[method], method, data, caches, settings, 0, device, precision=precision)
     seconds = time.perf_counter() - start
     return {"method": method, "measured": resident_bytes("VmHWM") - baseline, "baseline": baseline,
+            "peak_before_each_step": before_steps,
             "seconds": round(seconds, 1), "batch_size": args.batch_size, "retain_batch_size": retain_size,
             "length": args.length, "layer_ids": settings.layer_ids, "lora_rank": settings.lora_rank,
             "stored_bytes": stored.itemsize, "compute_bytes": precision.compute.itemsize,
