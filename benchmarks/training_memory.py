@@ -85,6 +85,7 @@ def measure(method: str, args: argparse.Namespace) -> dict:
     import random
 
     import torch
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from brittle.architecture import decoder_layers
@@ -116,7 +117,7 @@ def measure(method: str, args: argparse.Namespace) -> dict:
     # The high-water mark as each optimizer step begins: whether the peak comes from the forward and
     # backward passes (it is already reached here) or from the AdamW step itself (it rises after).
     before_steps = []
-    torch.optim.optimizer.register_optimizer_step_pre_hook(
+    register_optimizer_step_pre_hook(
         lambda *_: before_steps.append(resident_bytes("VmHWM") - baseline))
     start = time.perf_counter()
     train(context, LOSSES[method], method, data, caches, settings, 0, device, precision=precision)
