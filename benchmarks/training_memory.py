@@ -16,10 +16,13 @@ on the CPU). The peak is the process's resident-memory high-water mark during th
 (/proc/self/status VmHWM, kept exactly by the kernel, reset just before the model is built) minus the
 resident memory before it (the interpreter, torch and the random texts, which the estimate does not
 model); the prediction is `estimate_memory.training_memory` for the same settings, with the CPU's
-multi-tensor AdamW. Target: every prediction within ±25% of the measurement. It also prints the estimate
-for the 6.9B deep-ignorance shape. One thread is the default, for a shared machine: the tensors, which
-make the peak, are the same whatever the thread count (more threads add only their stacks and small
-per-thread scratch buffers).
+AdamW (torch's single-tensor loop: foreach and fused kernels are for accelerators). Target: every
+prediction within ±25% of the measurement. It also prints the estimate for the 6.9B deep-ignorance
+shape. One thread is the default, for a shared machine: the tensors, which make the peak, are the same
+whatever the thread count (more threads add only their stacks and small per-thread scratch buffers).
+At 64 tokens per text the activations are small (<0.1 GiB) next to the weights and AdamW state: this
+length checks the per-parameter terms of every method and the activation term only where it is
+comparable (LoRA); longer texts check the activations at minutes more per method.
 
     uv run benchmarks/training_memory.py                            # all 13 methods, batch 1 × 64 tokens
     uv run benchmarks/training_memory.py --methods ga,rmu --batch-size 2 --length 128
@@ -131,11 +134,11 @@ def measure(method: str, args: argparse.Namespace) -> dict:
 
 
 def predict(row: dict) -> estimate_memory.MemoryEstimate:
-    """The estimate for the settings a measurement ran with (CPU: multi-tensor AdamW, checkpointing on)."""
+    """The estimate for the settings a measurement ran with (CPU: single-tensor AdamW, checkpointing on)."""
     return estimate_memory.training_memory(
         PYTHIA_410M, row["method"], row["batch_size"], row["length"], row["layer_ids"], row["lora_rank"],
         row["retain_batch_size"], stored_bytes=row["stored_bytes"], compute_bytes=row["compute_bytes"],
-        checkpointing=True, fused_adamw=False)
+        checkpointing=True, adamw="single")
 
 
 def commit() -> str:
@@ -190,7 +193,7 @@ def main() -> None:
         output.write_text(json.dumps({"measurements": measured}, indent=2))  # after each method: minutes each
 
     rows = [(row, predict(row)) for method, row in measured.items() if method in METHODS]
-    print("\nPythia-410M shape, gradient checkpointing on, CPU (multi-tensor AdamW); peak = resident high-water "
+    print("\nPythia-410M shape, gradient checkpointing on, CPU (single-tensor AdamW); peak = resident high-water "
           "mark minus the resident memory before the model was built:\n")
     print("| method | texts × tokens (forget + retain) | trainable | measured peak | predicted | error | commit | "
           "load |")

@@ -194,8 +194,8 @@ def test_memory_estimate_of_wt_dist_reg_is_one_copy_of_the_weights_above_wt_dist
     config = {"model_type": "gpt_neox", "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
               "intermediate_size": 4096, "vocab_size": 50304, "tie_word_embeddings": False}
     for stored_bytes in (2, 4):
-        for fused_adamw in (True, False):
+        for adamw in ("fused", "foreach", "single"):
             regularised, plain = (estimate_memory.training_memory(config, method, 4, 512, stored_bytes=stored_bytes,
-                                                                  fused_adamw=fused_adamw)
+                                                                  adamw=adamw)
                                   for method in ("wt_dist_reg", "wt_dist"))
             assert regularised.total - plain.total == estimate_memory.parameter_count(config) * stored_bytes
