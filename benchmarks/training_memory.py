@@ -27,6 +27,13 @@ comparable (LoRA); longer texts check the activations at minutes more per method
     uv run benchmarks/training_memory.py                            # all 13 methods, batch 1 × 64 tokens
     uv run benchmarks/training_memory.py --methods ga,rmu --batch-size 2 --length 128
     uv run benchmarks/training_memory.py --report                   # the stored measurements, estimate as now
+    MALLOC_MMAP_THRESHOLD_=131072 uv run benchmarks/training_memory.py   # see below
+
+glibc keeps freed blocks below its mmap threshold, which it raises as large blocks are freed (up to 32
+MiB, i.e. most per-layer tensors here), so the resident peak includes memory that no tensor holds and
+that creeps up from step to step. A fixed threshold (the environment variable above; it is recorded with
+each measurement) returns every block of 128 KiB or more to the system when it is freed, so the peak is
+then the tensors' own, which is what the estimate models.
 
 Each method takes minutes on a CPU (3 steps of a 405M-parameter model, plus the caches and the
 adversary); each measurement is stored in --output as it finishes, so an estimate can be revised and
@@ -130,7 +137,8 @@ def measure(method: str, args: argparse.Namespace) -> dict:
             "seconds": round(seconds, 1), "batch_size": args.batch_size, "retain_batch_size": retain_size,
             "length": args.length, "layer_ids": settings.layer_ids, "lora_rank": settings.lora_rank,
             "stored_bytes": stored.itemsize, "compute_bytes": precision.compute.itemsize,
-            "commit": commit(), "load_average": os.getloadavg()}
+            "commit": commit(), "load_average": os.getloadavg(),
+            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
 
 
 def predict(row: dict) -> estimate_memory.MemoryEstimate:
