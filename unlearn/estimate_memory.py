@@ -154,7 +154,7 @@ def training_memory(config: dict, method: str, batch_size: int, length: int, lay
                     compute_bytes: int = 2, checkpointing: bool = True, adamw: str = "fused") -> MemoryEstimate:
     """Predicted memory of `method` with micro-batches of `batch_size` forget (and `retain_batch_size`, default
     the same, retain) texts of `length` tokens, under brittle/precision.py's policy (fp32 master weights and
-    AdamW state; `compute_bytes` 4 means fp32 compute, where frozen weights are fp32 as well). Without
+    AdamW state; `compute_bytes` 4 means fp32 compute, where frozen weights are fp32 as well).
     `adamw` is how torch runs the AdamW step, which decides its fp32 temporaries (the peak is the larger of
     the backward pass and the step): "fused" (CUDA, what the trainer asks for: none), "foreach" (torch's
     multi-tensor default on CUDA without `fused`: √v of every trainable parameter at once) or "single"
