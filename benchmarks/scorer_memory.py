@@ -27,6 +27,10 @@ free what they allocate, which makes the peak of a few passes the peak of 64 que
     uv run benchmarks/scorer_memory.py --scorer current --questions 64 --batch-size 16   # the full case
     uv run benchmarks/scorer_memory.py --scorer former --questions 4 --batch-size 1      # 4 passes of 4 rows
 
+With glibc's default the resident peak also holds freed blocks the allocator keeps, which can creep up
+over the first passes; `MALLOC_MMAP_THRESHOLD_=131072` in the environment returns every block of 128 KiB
+or more on freeing, so the peak is the tensors' (see benchmarks/training_memory.py).
+
 Both scorers get the same questions; `--batch-size` is questions per pass for both (× 4 rows for the
 former). The measurements go to --output (one entry per scorer and setting) and --report prints them.
 """
