@@ -410,17 +410,19 @@ class SquaredDistance(torch.autograd.Function):
     Plain autograd would keep the difference (θ − θ₀) of every parameter for backward: one more fp32
     copy of the whole model. Here backward saves only references to θ and θ₀ (which exist anyway) and
     builds each tensor's gradient when it is needed, one tensor at a time.
+    One fp32 temporary per tensor in each direction: θ₀ (bf16) is promoted inside the subtraction rather
+    than copied to fp32 first, and the square and the scaling happen in place.
     """
 
     @staticmethod
     def forward(ctx, parameter: Tensor, pretrained: Tensor) -> Tensor:
         ctx.save_for_backward(parameter, pretrained)
-        return (parameter.detach().float() - pretrained.float()).pow(2).sum()
+        return (parameter.detach().float() - pretrained).pow_(2).sum()
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:
         parameter, pretrained = ctx.saved_tensors
-        gradient = (parameter.detach().float() - pretrained.float()).mul_(2 * grad_output)
+        gradient = (parameter.detach().float() - pretrained).mul_(2 * grad_output)
         return gradient.to(parameter.dtype), None
 
 

@@ -186,3 +186,16 @@ def test_memory_estimate_counts_the_parameters_that_train(method: str, lora_rank
     estimate = estimate_memory.training_memory(config, method, 1, 8, [1], lora_rank, stored_bytes=2)
     assert estimate.trainable == pytest.approx(trainable, rel=0.02), (estimate.trainable, trainable)
     assert estimate.gradients_and_optimizer == 12 * estimate.trainable
+
+
+def test_memory_estimate_of_wt_dist_reg_is_one_copy_of_the_weights_above_wt_dist():
+    """wt_dist_reg's penalty recomputes 2λ(θ − θ_pre) in backward (`methods.SquaredDistance`), so all it adds to
+    a single-pass full-parameter method is θ_pre in the stored dtype (no fp32 difference kept per parameter)."""
+    config = {"model_type": "gpt_neox", "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+              "intermediate_size": 4096, "vocab_size": 50304, "tie_word_embeddings": False}
+    for stored_bytes in (2, 4):
+        for adamw in ("fused", "foreach", "single"):
+            regularised, plain = (estimate_memory.training_memory(config, method, 4, 512, stored_bytes=stored_bytes,
+                                                                  adamw=adamw)
+                                  for method in ("wt_dist_reg", "wt_dist"))
+            assert regularised.total - plain.total == estimate_memory.parameter_count(config) * stored_bytes

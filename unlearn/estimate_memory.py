@@ -22,10 +22,11 @@ with grouped key/value heads, plain or gated MLP). Training memory follows britt
                                       text of the step, one layer recomputed (~(26·hidden + 4·intermediate)
                                       bytes per token), and the fp32 log-probabilities over the vocabulary
                                       kept for backward by each forward pass through the output head
-                                      (or, when larger, the multi-tensor AdamW step's fp32 temporary of
-                                      every trainable parameter; none with the fused AdamW used on CUDA)
+                                      (or, when larger, the AdamW step's fp32 temporaries: none with the
+                                      fused kernel used on CUDA; on the CPU torch steps one tensor at a
+                                      time, with √v and its quotient of the largest tensor)
 
-What trains depends on the method (unlearn.py's method cards): everything; for rmu, cb and cb_lat only
+What trains depends on the method (its card in brittle/catalogue.py): everything; for rmu, cb and cb_lat only
 the embeddings and the layers up to the top target layer (the rest is frozen and never run); with LoRA
 (rapidun) only the adapters. benchmarks/training_memory.py checks these predictions against measured
 peaks. parallel_sweep.sh uses the largest method's estimate to choose how many GPUs each job gets.
@@ -40,7 +41,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import unlearn
+from brittle.catalogue import METHODS, method_defaults, parse_layer_ids
 from brittle.cli import UserError, run_cli
 from brittle.presets import get_preset
 
@@ -150,13 +151,15 @@ class MemoryEstimate:
 
 def training_memory(config: dict, method: str, batch_size: int, length: int, layer_ids: list[int] | None = None,
                     lora_rank: int = 0, retain_batch_size: int | None = None, stored_bytes: int = 2,
-                    compute_bytes: int = 2, checkpointing: bool = True, fused_adamw: bool = True) -> MemoryEstimate:
+                    compute_bytes: int = 2, checkpointing: bool = True, adamw: str = "fused") -> MemoryEstimate:
     """Predicted memory of `method` with micro-batches of `batch_size` forget (and `retain_batch_size`, default
     the same, retain) texts of `length` tokens, under brittle/precision.py's policy (fp32 master weights and
-    AdamW state; `compute_bytes` 4 means fp32 compute, where frozen weights are fp32 as well). Without
-    `fused_adamw` (the CPU's multi-tensor AdamW) the optimizer step holds one more fp32 copy of the trainable
-    parameters; the peak is then the larger of the backward pass and the step."""
-    card = unlearn.METHODS[method]
+    AdamW state; `compute_bytes` 4 means fp32 compute, where frozen weights are fp32 as well).
+    `adamw` is how torch runs the AdamW step, which decides its fp32 temporaries (the peak is the larger of
+    the backward pass and the step): "fused" (CUDA, what the trainer asks for: none), "foreach" (torch's
+    multi-tensor default on CUDA without `fused`: √v of every trainable parameter at once) or "single"
+    (torch's only choice on the CPU: a loop over the tensors, √v and √v/√(1 − β₂ᵗ) of one at a time)."""
+    card = METHODS[method]
     shape = model_shape(config)
     activation_method = "retain_activations" in card.needs
     layers_run = max(layer_ids) + 1 if activation_method and layer_ids else shape.layers
@@ -184,17 +187,22 @@ def training_memory(config: dict, method: str, batch_size: int, length: int, lay
         body = texts * length * layers_run * layer_bytes_per_token
     # The output head: fp32 log-probabilities kept per pass, and a gradient of them plus the logits at backward.
     head = 0 if activation_method else (texts + 2 * largest_pass) * length * shape.vocab * 4
-    step_temporary = 0 if fused_adamw else trainable * 4  # √v of every parameter at once
+    # The largest trainable tensor: an embedding matrix (every full or layer-limited run trains the input
+    # embedding), else the widest matrix; with LoRA an adapter, r × (inputs + outputs) at most.
+    largest = lora_rank * (shape.hidden + shape.intermediate) if lora_rank else max(
+        shape.vocab * shape.hidden, shape.hidden * shape.intermediate)
+    step_temporary = {"fused": 0, "foreach": trainable * 4, "single": 2 * largest * 4}[adamw]
     return MemoryEstimate(method, trainable, frozen, trainable * 4 + frozen * frozen_bytes, trainable * 12, copies,
                           max(body + head, step_temporary))
 
 
 def method_settings(method: str, preset: str = "real") -> dict:
     """The settings a run of `method` uses by default (batch size, length, target layers, LoRA rank, mix)."""
-    defaults = unlearn.method_defaults(get_preset(preset, 42), method)
+    chosen = get_preset(preset, 42)
+    defaults = method_defaults(chosen.unlearn_defaults, method, chosen.name)
     retain, forget = (int(part) for part in str(defaults["mix_ratio"]).split(":"))
     return {"batch_size": defaults["batch_size"], "length": defaults["max_length"],
-            "layer_ids": unlearn.parse_layer_ids(defaults["layer_id"]), "lora_rank": defaults["lora_rank"],
+            "layer_ids": parse_layer_ids(defaults["layer_id"]), "lora_rank": defaults["lora_rank"],
             "retain_batch_size": max(1, round(defaults["batch_size"] * retain / forget))}
 
 
@@ -203,7 +211,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="hub id or local folder (default: the preset's base model)")
     parser.add_argument("--preset", default="real", choices=["real", "toy"])
     parser.add_argument("--seed", type=int, default=42, help="selects the toy base model (models/toy-base-s<seed>)")
-    parser.add_argument("--method", default=None, choices=list(unlearn.METHODS),
+    parser.add_argument("--method", default=None, choices=list(METHODS),
                         help="the method (default: the most demanding one, for sizing GPU groups)")
     parser.add_argument("--batch-size", type=int, default=None, help="forget texts per micro-batch (default: the "
                                                                      "method's)")
@@ -218,7 +226,7 @@ def main() -> None:
     model = args.model or get_preset(args.preset, args.seed).base
     config = read_config(model)
     estimates = []
-    for method in [args.method] if args.method else list(unlearn.METHODS):
+    for method in [args.method] if args.method else list(METHODS):
         settings = method_settings(method, args.preset)
         settings["batch_size"] = args.batch_size or settings["batch_size"]
         settings["length"] = args.max_length or settings["length"]
