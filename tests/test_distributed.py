@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from brittle.outputs import read_csv
-from conftest import REPO_ROOT, ToyOrganism, assert_user_error, run_script
+from conftest import REPO_ROOT, ToyOrganism, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,8 @@ def comparable(name: str, difference: torch.Tensor, heads: int) -> torch.Tensor:
 # (measured: 1.7e-5 apart between one process and two); at 1e-4 its weights agree within the 1e-5 asked for.
 # wt_dist_reg: θ_pre sharded like θ, its penalty summed over the shards; LoRA: adapters sharded, merged on saving.
 @pytest.mark.parametrize(("method", "settings"), [("ga", {"GRAD_ACCUM_STEPS": "2"}), ("cb_lat", {"LR": "1e-4"}),
-                                                  ("wt_dist_reg", {}), ("ga", {"LORA_RANK": "8", "GRAD_ACCUM_STEPS": "2"})],
+                                                  ("wt_dist_reg", {}),
+                                                  ("ga", {"LORA_RANK": "8", "GRAD_ACCUM_STEPS": "2"})],
                          ids=["ga-split-micro-batches", "cb_lat-hooks", "wt_dist_reg-sharded-penalty", "ga-lora"])
 def test_two_processes_train_like_one(toy_organism: ToyOrganism, tmp_path: Path, method: str,
                                       settings: dict[str, str]):
