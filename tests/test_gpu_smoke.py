@@ -1,6 +1,6 @@
 """benchmarks/gpu_smoke.py: its cross-line verdict, and one of its lines run in-process at the tiny shape.
 
-The whole rehearsal (`SMOKE_SHAPE=tiny ./benchmarks/gpu_smoke.sh`, ten processes) is too slow for the suite;
+The whole rehearsal (`SMOKE_SHAPE=tiny ./benchmarks/gpu_smoke.sh`, nine script start-ups) is too slow for the suite;
 its table is in docs/distributed.md.
 """
 
