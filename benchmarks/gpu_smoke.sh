@@ -29,8 +29,8 @@
 #   step: ga_bf16 + ga_fp32 + wt_dist_reg + relearn = 23 steps ≈ 3 min; cb_lat trains layers 0-7 and the
 #   embeddings (1.8B), ~3 s a step. Building, saving and loading: prepare writes 2 × 13.7 GB (~30 s), each of
 #   the 7 lines starts a Python process and builds or loads the model (~20 s each: ~2.5 min), Step 1 reads both
-#   models and runs power iterations on 130 weight matrices and 96 q/k/v parts (~30 s). Total ≈ 7 min, with no margin for a slow disk or
-#   a slow CPU AdamW; if it runs over, the table says where.
+#   models and runs power iterations on 130 weight matrices and 96 q/k/v parts (~30 s). Total ≈ 7 min, with no
+#   margin for a slow disk or a slow CPU AdamW; if it runs over, the table says where.
 #
 # Without uv (e.g. a bare GPU machine) it runs python3 with the repository on PYTHONPATH; that Python needs
 # torch, transformers, accelerate, tokenizers, peft and lm-eval.

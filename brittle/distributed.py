@@ -18,6 +18,8 @@ What the engine does to a training loop (brittle/trainer.py, experiment/relearn_
   and multiplies its loss by N: FSDP's reduce-scatter *averages* over processes, so the sum is the
   one-process gradient. Otherwise every process computes every micro-batch: the gradient is again
   the one-process gradient, and the memory is still sharded, but the compute is not split.
+- `shard_like` cuts full tensors that belong to the parameters (wt_dist_reg's θ_pre) into the same shards,
+  so that a loss over the weights is computed shard by shard (brittle.methods.squared_distance_from).
 - `gathered_model` collects the full weights on process 0, one tensor at a time, and rebuilds an
   ordinary (unsharded) model there; the other processes stop, so saving, evaluation and the
   completion marker happen once.

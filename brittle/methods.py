@@ -457,7 +457,7 @@ def squared_distance_from(model: nn.Module, pretrained: dict[str, Tensor]) -> Te
             module.reshard()  # back to the shards θ_pre is cut like (a no-op when they already are)
     pairs = [(parameter, pretrained[name]) for name, parameter in model.named_parameters() if name in pretrained]
     local = sum(SquaredDistance.apply(parameter, reference) for parameter, reference in pairs)
-    sharded = [parameter for parameter, reference in pairs if isinstance(parameter, DTensor)]
+    sharded = [parameter for parameter, _ in pairs if isinstance(parameter, DTensor)]
     if not sharded:
         return local
     if len(sharded) != len(pairs) or not all(isinstance(reference, DTensor) for _, reference in pairs):
