@@ -18,6 +18,8 @@ What the engine does to a training loop (brittle/trainer.py, experiment/relearn_
   and multiplies its loss by N: FSDP's reduce-scatter *averages* over processes, so the sum is the
   one-process gradient. Otherwise every process computes every micro-batch: the gradient is again
   the one-process gradient, and the memory is still sharded, but the compute is not split.
+- `shard_like` cuts full tensors that belong to the parameters (wt_dist_reg's θ_pre) into the same shards,
+  so that a loss over the weights is computed shard by shard (brittle.methods.squared_distance_from).
 - `gathered_model` collects the full weights on process 0, one tensor at a time, and rebuilds an
   ordinary (unsharded) model there; the other processes stop, so saving, evaluation and the
   completion marker happen once.
@@ -87,24 +89,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-# Methods that cannot train sharded, and why (checked before any process starts).
-UNSHARDABLE = {
-    "wt_dist_reg": "its penalty ‖θ − θ_pre‖² needs a whole pretrained copy beside every whole parameter, which "
-                   "sharding takes apart",
-}
-
-
 def sharding_requested() -> bool:
     return requested_processes() > 1 or bool(os.environ.get("ACCELERATE_CONFIG"))
-
-
-def check_shardable(method: str) -> None:
-    """A one-line `UserError` when a method that cannot run sharded is asked to."""
-    from brittle.cli import UserError
-
-    if method in UNSHARDABLE and sharding_requested():
-        raise UserError(f"{method} cannot run sharded (NUM_PROCESSES / ACCELERATE_CONFIG): {UNSHARDABLE[method]}; "
-                        "run it in one process (NUM_PROCESSES=1, no ACCELERATE_CONFIG)")
 
 
 def relaunch_if_requested() -> None:
@@ -187,6 +173,31 @@ class Engine:
             return model, optimizer
         fsdp_on_cpu(self.accelerator)  # again: Accelerate's state can fall back to MULTI_CPU between two models
         return self.accelerator.prepare(model, optimizer)
+
+    def shard_like(self, model, tensors: dict[str, Any]) -> dict[str, Any]:
+        """Full tensors keyed by parameter name (wt_dist_reg's θ_pre) cut into this process's shards exactly as
+        `model`'s prepared parameters of those names are (same mesh, same placements, same device: the CPU
+        under the offload configuration). Each process already holds the full tensors, so no data moves
+        between processes; every full copy is dropped as soon as its shard is cut. No-op for one plain process.
+        """
+        if not self.sharded:
+            return tensors
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        parameters = dict(model.named_parameters())
+        shards = {}
+        for name in list(tensors):
+            full, parameter = tensors.pop(name), parameters[name]
+            if not isinstance(parameter, DTensor):
+                shards[name] = full
+                continue
+            shard = distribute_tensor(full, parameter.device_mesh, parameter.placements, src_data_rank=None)
+            device = parameter.to_local().device
+            shards[name] = DTensor.from_local(shard.to_local().to(device), parameter.device_mesh,
+                                              parameter.placements, run_check=False, shape=parameter.shape,
+                                              stride=parameter.stride())
+            del full, shard
+        return shards
 
     # -- splitting an optimizer step's micro-batches -----------------------------------------------
     def splits(self, accumulation: int) -> bool:

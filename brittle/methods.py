@@ -404,32 +404,72 @@ def weight_distortion(context: MethodContext, batch: UnlearningBatch) -> Loss:
     return Loss(retain_nll, {"retain_nll": retain_nll})
 
 
+def local_shard(tensor: Tensor) -> Tensor:
+    """This process's shard of a tensor sharded by FSDP2 (a DTensor); any other tensor itself."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
 class SquaredDistance(torch.autograd.Function):
     """‖θ − θ₀‖² of one tensor, in fp32, whose backward *recomputes* ∂/∂θ = 2(θ − θ₀).
 
     Plain autograd would keep the difference (θ − θ₀) of every parameter for backward: one more fp32
     copy of the whole model. Here backward saves only references to θ and θ₀ (which exist anyway) and
     builds each tensor's gradient when it is needed, one tensor at a time.
-    One fp32 temporary per tensor in each direction: θ₀ (bf16) is promoted inside the subtraction rather
+One fp32 temporary per tensor in each direction: θ₀ (bf16) is promoted inside the subtraction rather
     than copied to fp32 first, and the square and the scaling happen in place.
+
+    Sharded (FSDP2, brittle/distributed.py): θ and θ₀ are DTensors cut into the same shards, and this is
+    the sum over *this process's* shard only; its gradient is that shard's exact gradient, handed back as
+    a DTensor of θ's layout. `squared_distance_from` adds the processes' sums.
     """
 
     @staticmethod
     def forward(ctx, parameter: Tensor, pretrained: Tensor) -> Tensor:
         ctx.save_for_backward(parameter, pretrained)
-        return (parameter.detach().float() - pretrained).pow_(2).sum()
+        return (local_shard(parameter).detach().float() - local_shard(pretrained)).pow_(2).sum()
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:
+        from torch.distributed.tensor import DTensor
+
         parameter, pretrained = ctx.saved_tensors
-        gradient = (parameter.detach().float() - pretrained).mul_(2 * grad_output)
-        return gradient.to(parameter.dtype), None
+        gradient = (local_shard(parameter).detach().float() - local_shard(pretrained)).mul_(2 * grad_output)
+        gradient = gradient.to(parameter.dtype)
+        if isinstance(parameter, DTensor):
+            gradient = DTensor.from_local(gradient, parameter.device_mesh, parameter.placements, run_check=False,
+                                          shape=parameter.shape, stride=parameter.stride())
+        return gradient, None
 
 
 def squared_distance_from(model: nn.Module, pretrained: dict[str, Tensor]) -> Tensor:
-    """‖θ − θ_pre‖²₂ summed over the parameters in `pretrained` (see `SquaredDistance` for its memory)."""
-    return sum(SquaredDistance.apply(parameter, pretrained[name])
-               for name, parameter in model.named_parameters() if name in pretrained)
+    """‖θ − θ_pre‖²₂ summed over the parameters in `pretrained` (see `SquaredDistance` for its memory).
+
+    Sharded, each process sums its own shards and the processes' sums are added (one all-reduce): the value
+    is the whole model's distance on every process, but it is differentiated through the local sum only,
+    `local + (total − local).detach()`, so each shard receives exactly its own 2(θ − θ₀). (Differentiating
+    through the all-reduce would add the N processes' identical incoming gradients: N times too much.)
+    """
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor, Shard
+
+    for module in model.modules():  # a forward without backward (validation) leaves the root's weights gathered
+        if isinstance(module, FSDPModule):
+            module.reshard()  # back to the shards θ_pre is cut like (a no-op when they already are)
+    pairs = [(parameter, pretrained[name]) for name, parameter in model.named_parameters() if name in pretrained]
+    local = sum(SquaredDistance.apply(parameter, reference) for parameter, reference in pairs)
+    sharded = [parameter for parameter, _ in pairs if isinstance(parameter, DTensor)]
+    if not sharded:
+        return local
+    if len(sharded) != len(pairs) or not all(isinstance(reference, DTensor) for _, reference in pairs):
+        raise RuntimeError("θ_pre must be sharded exactly like the parameters (brittle.distributed.Engine.shard_like)")
+    if not all(isinstance(placement, Shard) for parameter in sharded for placement in parameter.placements):
+        raise RuntimeError("a replicated parameter would be counted once per process; FSDP2 shards every parameter")
+    mesh = sharded[0].device_mesh
+    total = local.detach().to(mesh.device_type, copy=True)  # NCCL adds only tensors on the GPU
+    torch.distributed.all_reduce(total, group=mesh.get_group())
+    return local + (total.to(local.device) - local.detach())
 
 
 @register("wt_dist_reg")

@@ -258,6 +258,7 @@ def train(context: MethodContext, loss_function: LossFunction, method: str, data
                                                      weight_decay=settings.weight_decay)
     context.model, optimizer = model, optimizer = engine.prepare(model, optimizer)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # the shards, if any
+    context.pretrained = engine.shard_like(model, context.pretrained)  # θ_pre (wt_dist_reg) cut like θ
     rng = random.Random(settings.seed)
     forget_stream = index_batches(len(data.forget_train), settings.batch_size, rng)
     retain_stream = index_batches(len(data.retain_train), retain_batch_size(settings), rng)

@@ -82,7 +82,7 @@ from brittle.catalogue import (
 )
 from brittle.catalogue import method_defaults as catalogue_defaults
 from brittle.cli import UserError, run_cli
-from brittle.distributed import check_shardable, relaunch_if_requested
+from brittle.distributed import relaunch_if_requested
 from brittle.identity import Identity, content_fingerprint, read_identity
 from brittle.outputs import model_slug
 from brittle.presets import Preset, get_preset
@@ -384,7 +384,6 @@ def main() -> None:
     check_disjoint(read_texts(args.forget_data, what="forget data"), read_texts(args.retain_data, what="retain data"))
 
     # NUM_PROCESSES > 1 or ACCELERATE_CONFIG: this very command again, under `accelerate launch`.
-    check_shardable(args.method)
     relaunch_if_requested()
 
     # Only now the heavy imports: torch, transformers, lm-eval (tens of seconds on a busy machine).
