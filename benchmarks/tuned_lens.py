@@ -55,6 +55,7 @@ from brittle.texts import read_texts
 
 TOY_BATCH_TOKENS = 512  # Step 6's TUNED_LENS_BATCH_TOKENS["toy"]
 REAL_BATCH_TOKENS = 4096  # Step 6's TUNED_LENS_BATCH_TOKENS["real"]
+BIG_SHAPE = (32, 4096, 50304)  # the 6.9B GPT-NeoX: layers, width, vocabulary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,14 +202,15 @@ def real_shape(args: argparse.Namespace) -> None:
     flops = step_flops(args.layers, args.width, args.vocab, args.real_batch_tokens)
     throughput = flops / cpu_per_step
     full = cpu_per_step * REAL_BATCH_TOKENS / args.real_batch_tokens
-    big = step_flops(32, 4096, args.vocab, REAL_BATCH_TOKENS)
+    big = step_flops(*BIG_SHAPE, REAL_BATCH_TOKENS)
     gpu_step = big / (args.gpu_tflops * 1e12)
-    print(f"\nPythia-410M shape ({args.layers} layers, width {args.width}, vocabulary {args.vocab}), random init, "
+    print(f"\nGPT-NeoX of {args.layers} layers, width {args.width}, vocabulary {args.vocab} (random init), "
           f"CPU float32, torch threads {torch.get_num_threads()}, a {DEFAULT_LENS_TOKENS}-token sample:")
     print(f"  one step of {args.real_batch_tokens} tokens: {per_step:.1f} s wall, {cpu_per_step:.1f} s CPU "
           f"({flops / 1e12:.2f} TFLOP, {throughput / 1e9:.0f} GFLOP/s of CPU time); a {REAL_BATCH_TOKENS}-token step "
           f"(Step 6's): {full:.0f} s of CPU time, 250 steps {250 * full / 3600:.1f} h")
-    print(f"  6.9B shape (32 layers, width 4096): {big / 1e12:.0f} TFLOP per {REAL_BATCH_TOKENS}-token step; at "
+    print(f"  6.9B shape ({BIG_SHAPE[0]} layers, width {BIG_SHAPE[1]}, vocabulary {BIG_SHAPE[2]}): "
+          f"{big / 1e12:.0f} TFLOP per {REAL_BATCH_TOKENS}-token step; at "
           f"{args.gpu_tflops:.0f} TFLOP/s (bf16 on one H100-class GPU) {gpu_step:.2f} s per step, "
           f"250 steps {250 * gpu_step / 60:.1f} min")
 
