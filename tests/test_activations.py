@@ -308,6 +308,47 @@ def test_every_activation_step_equals_the_raw_hidden_state_route(toy_organism: T
         assert float(row["heldout_kl"]) == pytest.approx(reference, rel=1e-4, abs=1e-9), layer
 
 
+@pytest.mark.slow
+def test_the_stacked_tuned_lens_trains_each_layer_as_the_per_layer_recipe_does(toy_organism: ToyOrganism):
+    """All layers at once (Step 6) = each layer alone with the tuned-lens recipe (an nn.Linear translator, its
+    own SGD-Nesterov and linear decay, its gradient clipped at norm 1) on the same batches: no layer leaks
+    into another, and the clipping is per translator."""
+    from brittle.lens import Lens, TunedLensTraining, Unembedding, kl_to_final, train_tuned_lens
+    from brittle.models import load_model
+
+    model = load_model(str(toy_organism.base), device="cpu", dtype="fp32")
+    hidden = torch.stack(raw_activations(str(toy_organism.base),
+                                         read_texts(toy_organism.data / "retain.txt", 8))["hidden"])
+    unembedding = Unembedding(model, "cpu")
+    num_layers, width = hidden.shape[0] - 1, hidden.shape[-1]
+    recipe = TunedLensTraining(steps=6, batch_tokens=32)
+    stacked = Lens(unembedding, num_layers, width, tuned=True)
+    train_tuned_lens(stacked, hidden, recipe)
+    clipped = []
+    for layer in range(num_layers):
+        generator = torch.Generator().manual_seed(recipe.seed)  # the batches the stacked trainer drew
+        translator = nn.Linear(width, width)
+        nn.init.zeros_(translator.weight)
+        nn.init.zeros_(translator.bias)
+        optimizer = torch.optim.SGD(translator.parameters(), lr=recipe.lr_scale * (1 - recipe.momentum),
+                                    momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / recipe.steps)
+        for _ in range(recipe.steps):
+            batch = torch.randint(hidden.shape[1], (recipe.batch_tokens,), generator=generator)
+            with torch.no_grad():
+                target = torch.log_softmax(unembedding(hidden[num_layers, batch], normed=True), dim=-1)
+            states = hidden[layer, batch]
+            optimizer.zero_grad()
+            kl_to_final(unembedding(states + translator(states)), target).backward()
+            clipped.append(nn.utils.clip_grad_norm_(translator.parameters(), 1.0).item() > 1)
+            optimizer.step()
+            schedule.step()
+        torch.testing.assert_close(stacked.weight[layer], translator.weight.detach(), rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(stacked.bias[layer], translator.bias.detach(), rtol=1e-3, atol=1e-6)
+        assert stacked.weight[layer].abs().max() > 1e-3, layer  # it trained
+    assert any(clipped) and not all(clipped)  # both branches of the clipping were exercised
+
+
 # ---- the store: reuse, invalidation, integrity, a killed pass (in-process, on the organism) ---------------------
 
 @pytest.mark.slow
