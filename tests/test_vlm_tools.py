@@ -219,3 +219,32 @@ def test_an_example_question_about_a_picture_fills_in_its_picture(tiny: TinyMode
     app.button(key="compare").click().run()
     assert not app.exception and not app.error, [error.value for error in app.error]
     assert app.dataframe[0].value.columns[0] == f"{OPTIONS[0]} ✓"
+
+
+# --- MLLMU-Bench records through the VL code --------------------------------------------------------------------
+
+def test_converted_mllmu_records_are_read_by_the_vl_scoring_and_training_code(tiny: TinyModels, tmp_path: Path) -> None:
+    """data/mllmu/ in the organism's format: its questions are scored and its training records encoded with their
+    portraits by the very functions that read data/toy-vlm/ (image paths relative to the data folder)."""
+    from test_mllmu import FORGET, RETAIN, profile, write_split
+
+    from brittle.mllmu import FORGET_SPLIT, RETAIN_SPLIT, convert_mllmu
+    from brittle.outputs import read_jsonl
+    from brittle.vlm import encode_vl_examples, load_vl_model, picture_tensors, vl_choice_log_likelihoods
+
+    write_split(tmp_path / "snapshot", FORGET_SPLIT, [profile(*row) for row in FORGET])
+    write_split(tmp_path / "snapshot", RETAIN_SPLIT, [profile(*row) for row in RETAIN])
+    out = tmp_path / "mllmu"
+    convert_mllmu(tmp_path / "snapshot", out)
+    model, processor = load_vl_model(tiny.workspace / tiny.base)
+
+    questions = read_jsonl(out / "questions" / "forget.jsonl")
+    scores = vl_choice_log_likelihoods(model, processor.tokenizer, processor.image_processor, questions, out)
+    assert len(scores) == len(questions) == 8
+    assert all(len(row) == 4 and all(math.isfinite(score) and score < 0 for score in row) for row in scores)
+
+    records = read_jsonl(out / "forget_qa.jsonl")
+    pixel_values, rows = picture_tensors(processor.image_processor, records, out, "MLLMU forget records")
+    assert pixel_values.shape[0] == len(FORGET) and set(rows) == {record["image"] for record in records}
+    examples = encode_vl_examples(processor.tokenizer, records, model.config.image_seq_length, rows)
+    assert [example.picture for example in examples] == [0, 1, 2, 3] and all(example.answer for example in examples)
