@@ -44,14 +44,17 @@ COMPONENT_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
         (r"self_attn\.v_proj\.", "attn", "v"),
         (r"attention\.dense\.", "attn", "attn_out"),
         (r"self_attn\.o_proj\.", "attn", "attn_out"),
+        (r"self_attn\.out_proj\.", "attn", "attn_out"),  # CLIP (a LLaVA's vision tower)
         (r"attn\.c_proj\.", "attn", "attn_out"),
         (r"mlp\.dense_h_to_4h\.", "mlp", "mlp_expand"),
         (r"mlp\.up_proj\.", "mlp", "mlp_expand"),
         (r"mlp\.gate_proj\.", "mlp", "mlp_gate"),
         (r"mlp\.c_fc\.", "mlp", "mlp_expand"),
+        (r"mlp\.fc1\.", "mlp", "mlp_expand"),  # CLIP
         (r"mlp\.dense_4h_to_h\.", "mlp", "mlp_contract"),
         (r"mlp\.down_proj\.", "mlp", "mlp_contract"),
         (r"mlp\.c_proj\.", "mlp", "mlp_contract"),
+        (r"mlp\.fc2\.", "mlp", "mlp_contract"),  # CLIP
         (r"(embed_in|embed_tokens|wte|wpe)\.", "embed", "embed"),
         (r"(^|\.)(embed_out|lm_head)\.", "embed", "unembed"),
         (r"(layernorm|layer_norm|ln_\w+|\.norm)\.", "norm", "norm"),
@@ -64,6 +67,10 @@ MODALITY_PREFIXES: tuple[tuple[str, str], ...] = (
     ("model.vision_tower.", "vision tower"),
     ("model.multi_modal_projector.", "projector"),
     ("model.language_model.", "language model"),
+    # Checkpoints saved before transformers 4.52 (llava-hf/llava-1.5-7b-hf among them) lack the `model.` prefix.
+    ("vision_tower.", "vision tower"),
+    ("multi_modal_projector.", "projector"),
+    ("language_model.", "language model"),
 )
 
 # Parameter-name fragments of GPT-2's Conv1D modules, whose weights are stored transposed.

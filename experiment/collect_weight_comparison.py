@@ -26,8 +26,15 @@ Outputs (`outputs/<model_a>__to__<model_b>/`):
                                             attn_out, mlp_expand, mlp_gate, mlp_contract, embed, unembed
     weight_comparison/per_coarse_layer.csv  per layer, all its matrices together (the coarsest locality view)
     weight_comparison/summary.json          whole-model totals, settings, biases and norm gains
+    weight_comparison/per_network.csv       vision-language models only: the vision tower, the projector and
+                                            the language model, each as one group (also in summary.json)
     param_plots/                            layer locality, spectral norm, stable rank, rank comparison,
                                             component locality (PNG)
+
+A vision-language model (a config with a `vision_config`, e.g. LLaVA) holds three networks, told apart by
+their parameter names (`brittle.architecture.parameter_modality`): every table then gains a `network`
+column, its layers are numbered within their network, and per_network.csv adds one row per network.
+Text models' outputs are unchanged.
 
 Memory: the weights stream from the two checkpoints' safetensors files one tensor pair at a time
 (`brittle.weights`), so a 7B comparison needs about two matrices of memory, not two models.
@@ -49,7 +56,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from brittle.architecture import split_fused_qkv
+from brittle.architecture import MODALITY_PREFIXES, parameter_modality, split_fused_qkv
 from brittle.cli import add_comparison_arguments, add_output_arguments, add_runtime_arguments, positive_int, run_cli
 from brittle.identity import step_identity
 from brittle.matrix_metrics import energy_rank, frobenius_norm, ratio, spectral_norm, stable_rank
@@ -75,6 +82,8 @@ PER_COMPONENT_COLUMNS = ["name", "layer", "group", "component", "shape0", "shape
 AGGREGATE_COLUMNS = ["dW_fro_layer", "W_fro_layer", "dW_fro_layer_rel", "max_dW_spectral", "max_W_spectral",
                      "max_dW_spectral_rel", "mean_dW_stable_rank"]
 GROUP_ORDER = {"embed": 0, "attn": 1, "mlp": 2, "norm": 3, "other": 4}
+# A vision-language model's networks in the order its input flows through them.
+NETWORK_ORDER = {network: index for index, network in enumerate(dict.fromkeys(m for _, m in MODALITY_PREFIXES))}
 GROUP_LABELS = {"attn": "attention", "mlp": "MLP"}
 
 
@@ -121,10 +130,10 @@ def matrix_statistics(weight: Tensor, delta: Tensor, seed: int, power_iterations
     return statistics
 
 
-def component_rows(pair: MatrixPair, delta: Tensor, statistics: dict, num_heads: int | None,
+def component_rows(pair: MatrixPair, identity: dict, delta: Tensor, statistics: dict, num_heads: int | None,
                    args: argparse.Namespace) -> list[dict]:
-    """per_component.csv rows of one matrix: itself, or its q, k and v parts when it is a fused q/k/v weight."""
-    identity = {"name": pair.name, "layer": pair.role.layer, "group": pair.role.group}
+    """per_component.csv rows of one matrix (`identity`: its name, network, layer and group): itself, or its
+    q, k and v parts when it is a fused q/k/v weight."""
     weight_parts = split_fused_qkv(pair.name, pair.base, num_heads)
     if not weight_parts:
         return [{**identity, "component": pair.role.component, "shape0": pair.base.shape[0],
@@ -172,8 +181,10 @@ def aggregate(rows: Sequence[dict], fields: tuple[str, ...], empirical: bool) ->
 
 
 def sort_key(fields: tuple[str, ...], values: tuple) -> tuple:
-    """Layers in numeric order; within a layer, embeddings, attention, MLP, then the rest."""
-    return tuple(GROUP_ORDER.get(value, len(GROUP_ORDER)) if field == "group" else value
+    """Networks in input order (vision tower, projector, language model); layers in numeric order; within a
+    layer, embeddings, attention, MLP, then the rest."""
+    orders = {"group": GROUP_ORDER, "network": NETWORK_ORDER}
+    return tuple(orders[field].get(value, len(orders[field])) if field in orders else value
                  for field, value in zip(fields, values, strict=True))
 
 
@@ -184,13 +195,19 @@ def mean(values: Iterable[float]) -> float:
 
 # ---- plots ------------------------------------------------------------------------------------------------------
 
+def network_prefix(row: dict) -> str:
+    """`vision tower: ` for a row of a vision-language model, so its series are not merged with the language
+    model's layers of the same number; "" for a text model."""
+    return f"{row['network']}: " if "network" in row else ""
+
+
 def by_layer(rows: Sequence[dict], column: str, field: str = "group") -> dict[str, tuple[list[int], list[float]]]:
     """{group: (layers, values)} over the decoder layers (layer ≥ 0), for `plot_by_layer`."""
     series: dict[str, tuple[list[int], list[float]]] = {}
     for row in rows:
         if row["layer"] < 0 or row.get(field) in (None, "embed", "norm", "other"):
             continue
-        layers, values = series.setdefault(GROUP_LABELS.get(row[field], row[field]), ([], []))
+        layers, values = series.setdefault(network_prefix(row) + GROUP_LABELS.get(row[field], row[field]), ([], []))
         layers.append(row["layer"])
         values.append(row[column])
     return series
@@ -199,8 +216,12 @@ def by_layer(rows: Sequence[dict], column: str, field: str = "group") -> dict[st
 def write_plots(plot_dir: Path, title: str, per_matrix: list[dict], per_layer: list[dict], per_component: list[dict],
                 per_coarse_layer: list[dict], empirical: bool) -> None:
     """The Step 1 figures: where the change is (locality), how sharp (spectral) and how many-dimensional (rank)."""
-    coarse = {"whole layer": ([row["layer"] for row in per_coarse_layer if row["layer"] >= 0],
-                              [row["dW_fro_layer_rel"] for row in per_coarse_layer if row["layer"] >= 0])}
+    coarse: dict[str, tuple[list[int], list[float]]] = {}
+    for row in per_coarse_layer:
+        if row["layer"] >= 0:
+            layers, values = coarse.setdefault(network_prefix(row) + "whole layer", ([], []))
+            layers.append(row["layer"])
+            values.append(row["dW_fro_layer_rel"])
     plot_by_layer(plot_dir / "layer_locality.png", f"Layer locality: {title}",
                   {"attention vs MLP": by_layer(per_layer, "dW_fro_layer_rel"), "all matrices of the layer": coarse},
                   ylabel="relative change ‖ΔW‖_F / ‖W‖_F")
@@ -217,7 +238,10 @@ def write_plots(plot_dir: Path, title: str, per_matrix: list[dict], per_layer: l
         columns = [("dW_stable_rank", "ΔW stable rank"), ("W_stable_rank", "W stable rank")]
         if empirical:
             columns += [("dW_empirical_rank", "ΔW 99% rank"), ("W_empirical_rank", "W 99% rank")]
-        rank_panels[GROUP_LABELS[group]] = {label: mean_by_layer(rank_rows, column) for column, label in columns}
+        networks = dict.fromkeys(network_prefix(row) for row in rank_rows)
+        rank_panels[GROUP_LABELS[group]] = {
+            network + label: mean_by_layer([row for row in rank_rows if network_prefix(row) == network], column)
+            for network in networks for column, label in columns}
     plot_by_layer(plot_dir / "rank_comparison.png", f"Rank of the update vs the weight: {title}", rank_panels,
                   ylabel="mean over the group's matrices", log_y=True)
     plot_by_layer(plot_dir / "component_locality.png", f"Locality by component: {title}",
@@ -246,22 +270,28 @@ def main() -> None:
     checkpoint_a, checkpoint_b = open_checkpoint_pair(args.model_a, args.model_b)
     device, dtype = resolve_device(args.device), computation_dtype(args.dtype)
     num_heads = checkpoint_a.config.get("num_attention_heads")
+    # A vision-language model: every row also names its network, and layers are numbered within it.
+    networks = ("network",) if "vision_config" in checkpoint_a.config else ()
+    if networks:  # LLaVA keeps its language model's settings in `text_config`
+        num_heads = (checkpoint_a.config.get("text_config") or {}).get("num_attention_heads")
     start = time.perf_counter()
 
     per_matrix, per_component = [], []
     names = checkpoint_a.matrix_names()
     for pair in matrix_pairs(checkpoint_a, checkpoint_b, names, device, dtype, description="weight matrices"):
         delta = pair.modified.sub_(pair.base)  # ΔW in place of W_B: two matrices in memory, not three
-        labels = {"name": pair.name, "layer": pair.role.layer, "group": pair.role.group}
+        labels = {"name": pair.name, **({"network": parameter_modality(pair.name)} if networks else {}),
+                  "layer": pair.role.layer, "group": pair.role.group}
         shape = {"shape0": pair.base.shape[0], "shape1": pair.base.shape[1]}
         statistics = matrix_statistics(pair.base, delta, args.seed, args.power_iterations, args.empirical_rank)
         per_matrix.append({**labels, **shape, **statistics})
-        per_component.extend(component_rows(pair, delta, statistics, num_heads, args))
+        per_component.extend(component_rows(pair, labels, delta, statistics, num_heads, args))
         del pair, delta  # before the next pair is read: two matrices in memory, not four
 
     vectors = vector_totals(checkpoint_a, checkpoint_b, device, dtype)
-    per_layer = aggregate(per_matrix, ("layer", "group"), args.empirical_rank)  # the study's per_layer.csv
-    per_coarse_layer = aggregate(per_matrix, ("layer",), args.empirical_rank)  # all of a layer's matrices
+    per_layer = aggregate(per_matrix, (*networks, "layer", "group"), args.empirical_rank)  # the study's per_layer.csv
+    per_coarse_layer = aggregate(per_matrix, (*networks, "layer"), args.empirical_rank)  # all of a layer's matrices
+    per_network = aggregate(per_matrix, networks, args.empirical_rank) if networks else []
     empirical_columns = EMPIRICAL_COLUMNS if args.empirical_rank else []
     aggregate_columns = [*AGGREGATE_COLUMNS, *(["mean_dW_empirical_rank"] if args.empirical_rank else []), "count_mats"]
     total = aggregate(per_matrix, (), False)[0]  # every weight matrix of the model together
@@ -277,6 +307,10 @@ def main() -> None:
         "dW_fro_rel_total": total["dW_fro_layer_rel"],
         "most_changed_layer": most_changed["layer"] if most_changed else None,
         "most_changed_layer_dW_fro_rel": most_changed["dW_fro_layer_rel"] if most_changed else None,
+        **({"most_changed_layer_network": most_changed["network"] if most_changed else None,
+            "networks": {row["network"]: {"weight_matrices": row["count_mats"], "dW_fro": row["dW_fro_layer"],
+                                          "W_fro": row["W_fro_layer"], "dW_fro_rel": row["dW_fro_layer_rel"]}
+                         for row in per_network}} if networks else {}),
         "vector_parameters": vectors,
         "settings": {"seed": args.seed, "power_iterations": args.power_iterations,
                      "empirical_rank": args.empirical_rank, "dtype": str(dtype), "device": device},
@@ -287,15 +321,26 @@ def main() -> None:
     with staged_directory(args.outdir, identity=identity) as staging, \
             staged_directory(args.plot_dir, identity=identity) as plot_staging:
         # The plots are published first and the CSV folder last: its existence marks the step as done.
-        write_csv(staging / "per_matrix.csv", per_matrix, [*PER_MATRIX_COLUMNS, *empirical_columns])
-        write_csv(staging / "per_layer.csv", per_layer, ["layer", "group", *aggregate_columns])
-        write_csv(staging / "per_component.csv", per_component, [*PER_COMPONENT_COLUMNS, *empirical_columns])
-        write_csv(staging / "per_coarse_layer.csv", per_coarse_layer, ["layer", *aggregate_columns])
+        write_csv(staging / "per_matrix.csv", per_matrix, with_networks(PER_MATRIX_COLUMNS, networks)
+                  + empirical_columns)
+        write_csv(staging / "per_layer.csv", per_layer, [*networks, "layer", "group", *aggregate_columns])
+        write_csv(staging / "per_component.csv", per_component, with_networks(PER_COMPONENT_COLUMNS, networks)
+                  + empirical_columns)
+        write_csv(staging / "per_coarse_layer.csv", per_coarse_layer, [*networks, "layer", *aggregate_columns])
+        if networks:
+            write_csv(staging / "per_network.csv", per_network, ["network", *aggregate_columns])
         write_json(staging / "summary.json", summary)
         write_plots(plot_staging, title, per_matrix, per_layer, per_component, per_coarse_layer, args.empirical_rank)
     print(f"Step 1: {len(per_matrix)} weight matrices, total relative change {summary['dW_fro_rel_total']:.4g}"
-          + (f", most in layer {summary['most_changed_layer']}" if most_changed else "")
+          + (f", most in {network_prefix(most_changed).removesuffix(': ')}"
+             f"{' ' if networks else ''}layer {summary['most_changed_layer']}" if most_changed else "")
+          + "".join(f"; {row['network']} {row['dW_fro_layer_rel']:.4g}" for row in per_network)
           + f" ({seconds:.0f} s) -> {args.outdir}, {args.plot_dir}")
+
+
+def with_networks(columns: Sequence[str], networks: tuple[str, ...]) -> list[str]:
+    """`columns` with the `network` column after `name` for a vision-language model; unchanged otherwise."""
+    return [columns[0], *networks, *columns[1:]]
 
 
 def vector_totals(checkpoint_a, checkpoint_b, device: str, dtype: torch.dtype) -> dict[str, float | int]:

@@ -6,17 +6,25 @@ the organism's models (`models/`), unlearned models (`unlearned_models/`) and ex
 (`data/*/questions/*.jsonl`) are found; any hub id can be typed as well. Models load once and stay
 cached while the app runs (`st.cache_resource`). Everything that is not UI - generating, scoring
 options the way lm-eval does, finding models and questions - lives in `brittle/inference.py`.
+
+Vision-language (LLaVA) models answer a question about a picture: when one of the chosen models takes
+pictures, the form offers an uploader (or a picture file's path; picking an example question about a
+picture fills it in), and such a model scores the options with the picture as `infer/cli.py --image`
+does (`brittle/vlm.py`). A text-only model given a picture says so instead of answering.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 import torch
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from brittle.cli import UserError
@@ -33,11 +41,15 @@ from brittle.inference import (
     stream_generation,
 )
 from brittle.models import load_model_and_tokenizer
+from brittle.multiple_choice import choice_probabilities
 from brittle.presets import get_preset
 from brittle.tracking import load_environment
+from brittle.vlm import generate_about_picture, load_image, load_vl_model, picture_option_probabilities
 
 logger = logging.getLogger("brittle.infer.app")
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
+PICTURE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif"]
+UPLOADS = Path(tempfile.gettempdir()) / "brittle-app-pictures"  # uploaded pictures, named by their content
 
 
 # --- what one comparison produced (kept in the session, so it survives widget changes) ----------
@@ -60,6 +72,7 @@ class Comparison:
     choices: tuple[str, ...]
     correct: str | None  # the right option, when the question came from a question file
     answers: tuple[ModelAnswer, ...]
+    picture: str | None = None  # the picture the question was about (a file), for vision-language models
 
 
 # --- pieces with no UI in them -------------------------------------------------------------------
@@ -68,6 +81,29 @@ class Comparison:
 def cached_model(name: str, device: str, dtype: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model once per (name, device, dtype); failures are not cached, so a retry retries."""
     return load_model_and_tokenizer(name, device, dtype)
+
+
+@st.cache_resource(show_spinner=False)
+def cached_vl_model(name: str, device: str, dtype: str) -> tuple[PreTrainedModel, object]:
+    """A vision-language model and its processor, loaded once per (name, device, dtype)."""
+    return load_vl_model(name, device, dtype)
+
+
+@st.cache_resource(show_spinner=False)
+def cached_takes_pictures(name: str) -> bool:
+    """Whether the model's config has a vision tower; reads only config.json (raises when there is none)."""
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(name), "vision_config", None) is not None
+
+
+def takes_pictures(name: str) -> bool | None:
+    """True for a vision-language model, False for a text-only one, None when its config cannot be read (the
+    answer then reports why the model does not load)."""
+    try:
+        return cached_takes_pictures(name)
+    except (OSError, ValueError):
+        return None
 
 
 def one_line(error: BaseException) -> str:
@@ -97,6 +133,24 @@ def device_choices() -> list[str]:
 def question_label(question: MultipleChoiceQuestion) -> str:
     """How an example question is listed: the prompt and its correct option."""
     return f"{question.question}  →  {question.choices[question.answer]}"
+
+
+def question_picture(path: str | Path, image: str) -> str:
+    """The file of a question's `image`: absolute, or relative to the data folder of its question file
+    (`data/toy-vlm/questions/forget.jsonl` names `images/X.png` of `data/toy-vlm/`)."""
+    folder = Path(path).parent
+    root = folder.parent if folder.name == "questions" else folder
+    return str(image if Path(image).is_absolute() else root / image)
+
+
+def saved_upload(name: str, data: bytes) -> str:
+    """An uploaded picture as a file (named by its content, so uploading it again reuses it), for the same
+    image path as `infer/cli.py --image`."""
+    UPLOADS.mkdir(parents=True, exist_ok=True)
+    path = UPLOADS / f"{hashlib.sha256(data).hexdigest()[:16]}-{Path(name).name}"
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
 
 
 def question_set_label(path: str) -> str:
@@ -140,6 +194,8 @@ def fill_in_example(questions: list[MultipleChoiceQuestion], picker_key: str) ->
     st.session_state["prompt"] = question.question
     st.session_state["options"] = "\n".join(question.choices)
     st.session_state["correct_option"] = question.choices[question.answer]
+    image = question.extra.get("image")  # a question about a picture: show the model that picture
+    st.session_state["image_path"] = question_picture(picker_key.removeprefix("example:"), image) if image else ""
 
 
 def sidebar() -> tuple[list[str], str, str, dict[str, float]]:
@@ -172,6 +228,7 @@ def sidebar() -> tuple[list[str], str, str, dict[str, float]]:
         }
         if st.button("Unload all models", help="Free the memory of every cached model"):
             cached_model.clear()
+            cached_vl_model.clear()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             st.toast("All models unloaded")
@@ -201,10 +258,16 @@ def example_picker() -> None:
 
 
 def answer_one(name: str, prompt: str, choices: tuple[str, ...], settings: GenerationSettings,
-               device: str, dtype: str) -> ModelAnswer:
-    """Load (or reuse) one model, stream its answer into the page, score the options."""
+               device: str, dtype: str, picture: str | None = None) -> ModelAnswer:
+    """Load (or reuse) one model, stream its answer into the page, score the options (about `picture`, for a
+    vision-language model)."""
     st.markdown(f"**{name}**")
     try:
+        if takes_pictures(name):
+            return answer_about_picture(name, prompt, choices, settings, device, dtype, picture)
+        if picture is not None and takes_pictures(name) is False:
+            raise UserError(f"{name} is a text-only model and cannot take a picture; remove the picture to ask it "
+                            "in text, or compare vision-language models only")
         with st.spinner(f"Loading {name}..."):
             model, tokenizer = cached_model(name, device, dtype)
         live_text = st.empty()
@@ -222,21 +285,42 @@ def answer_one(name: str, prompt: str, choices: tuple[str, ...], settings: Gener
         return ModelAnswer(name, error=one_line(error))
 
 
+def answer_about_picture(name: str, prompt: str, choices: tuple[str, ...], settings: GenerationSettings,
+                         device: str, dtype: str, picture: str | None) -> ModelAnswer:
+    """A vision-language model's greedy answer to the prompt about the picture, and its option scores
+    (the scoring of `infer/cli.py --image`: each option after LLaVA's prompt, with the picture's features)."""
+    if picture is None:
+        raise UserError(f"{name} is a vision-language model: give it a picture to ask about (upload one, or type "
+                        "its path)")
+    with st.spinner(f"Loading {name}..."):
+        model, processor = cached_vl_model(name, device, dtype)
+    with st.spinner(f"{name} is looking at the picture..."):
+        text = generate_about_picture(model, processor, prompt, picture, settings.max_new_tokens)
+    st.code(text, language=None, wrap_lines=True)
+    if not choices:
+        return ModelAnswer(name, text)
+    log_likelihoods, _ = picture_option_probabilities(model, processor, prompt, picture, choices)
+    return ModelAnswer(name, text, OptionScores(choices, tuple(log_likelihoods),
+                                                tuple(choice_probabilities(log_likelihoods))))
+
+
 def run_comparison(names: list[str], prompt: str, choices: tuple[str, ...], settings: GenerationSettings,
-                   device: str, dtype: str) -> Comparison:
+                   device: str, dtype: str, picture: str | None = None) -> Comparison:
     """Every model's answer, one column each, streamed as they are generated."""
     correct = st.session_state.get("correct_option")
     columns = st.columns(len(names))
     answers = []
     for name, column in zip(names, columns, strict=True):
         with column:
-            answers.append(answer_one(name, prompt, choices, settings, device, dtype))
-    return Comparison(prompt, choices, correct if correct in choices else None, tuple(answers))
+            answers.append(answer_one(name, prompt, choices, settings, device, dtype, picture))
+    return Comparison(prompt, choices, correct if correct in choices else None, tuple(answers), picture)
 
 
 def show_comparison(comparison: Comparison) -> None:
     """The answers side by side, then each model's probability of every option."""
     st.caption(f"Answers to: {comparison.prompt}")
+    if comparison.picture is not None:
+        st.image(comparison.picture, caption="asked about this picture", width=160)
     for answer, column in zip(comparison.answers, st.columns(len(comparison.answers)), strict=True):
         with column:
             st.markdown(f"**{answer.model}**")
@@ -269,6 +353,33 @@ def show_comparison(comparison: Comparison) -> None:
             column: st.column_config.NumberColumn(format="%.3f") for column in comparison.choices})
 
 
+def picture_inputs(names: list[str]) -> tuple[UploadedFile | None, str]:
+    """The picture widgets (an uploader and a path), shown only when a chosen model takes pictures."""
+    if not any(takes_pictures(name) for name in names):
+        st.caption("Pictures: none of the chosen models is a vision-language (LLaVA) model, so the prompt is text "
+                   "only. Choose one (e.g. models/toy-vlm-base-s42) to ask it about a picture.")
+        return None, ""
+    left, right = st.columns(2)
+    upload = left.file_uploader("Picture (for vision-language models)", type=PICTURE_TYPES, key="picture_upload",
+                                help="The prompt is then a question about this picture, put into LLaVA's prompt "
+                                     "template; text-only models refuse it")
+    typed = right.text_input("...or a picture file", key="image_path", placeholder="data/toy-vlm/images/X-16.png",
+                             help="A path on this machine; an example question about a picture fills it in")
+    return upload, typed
+
+
+def chosen_picture(upload: UploadedFile | None, typed: str) -> str | None:
+    """The picture to ask about, as a readable file (an upload wins over a typed path); None for none."""
+    if upload is not None:
+        path = saved_upload(upload.name, upload.getvalue())
+    elif typed.strip():
+        path = typed.strip()
+    else:
+        return None
+    load_image(path)  # an unreadable picture is one message, before any model loads
+    return path
+
+
 def main() -> None:
     load_environment()  # HF_TOKEN for gated hub models; Streamlit runs this file without run_cli
     st.set_page_config(page_title="Compare models · brittle", page_icon="🧪", layout="wide")
@@ -280,6 +391,7 @@ def main() -> None:
         prompt = st.text_area("Prompt", key="prompt", height=100, placeholder="Q: What is the host of Galdyrix? A:")
         options_text = st.text_area("Options (one per line; optional)", key="options", height=120,
                                     help="For a multiple-choice question: each model's probability of every option")
+        upload, typed_picture = picture_inputs(names)
         submitted = st.form_submit_button("Compare", type="primary", key="compare")
 
     results = st.empty()  # live answers while generating, then the finished comparison
@@ -294,11 +406,13 @@ def main() -> None:
                 check_choices(choices)
             settings = GenerationSettings(int(generation["max_new_tokens"]), float(generation["temperature"]),
                                           float(generation["top_p"]), int(generation["seed"]))
+            picture = chosen_picture(upload, typed_picture)
         except UserError as error:
             st.error(str(error))
         else:
             with results.container():
-                st.session_state["comparison"] = run_comparison(names, prompt, choices, settings, device, dtype)
+                st.session_state["comparison"] = run_comparison(names, prompt, choices, settings, device, dtype,
+                                                                picture)
 
     comparison: Comparison | None = st.session_state.get("comparison")
     if comparison is not None:
