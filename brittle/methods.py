@@ -74,7 +74,8 @@ class MethodContext:
 
     # -- running the model ------------------------------------------------------------------------
     def logits(self, batch: TextBatch) -> Tensor:
-        return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        """The model's logits on the batch (with its pictures, for a vision-language batch)."""
+        return self.model(**batch.model_inputs()).logits
 
     def nll(self, batch: TextBatch) -> Tensor:
         """Mean token NLL of the batch (the usual causal-LM loss), each text weighted by `batch.weights`."""
@@ -91,7 +92,7 @@ class MethodContext:
         the output head over the whole vocabulary) is computed or kept for backward.
         """
         with layer_outputs(self.layers, self.layer_ids) as hidden, suppress(StopForwardError):
-            self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            self.model(**batch.model_inputs())
         return hidden
 
     # -- LAT's adversary --------------------------------------------------------------------------

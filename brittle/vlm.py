@@ -390,7 +390,7 @@ def collate_vl_sequences(sequences: Sequence[VLSequence], pad_token_id: int) -> 
 
 def read_vl_records(path: str | Path, what: str, fields: Sequence[str] = ("image", "question", "answer"),
                     ) -> list[dict[str, Any]]:
-    """The records of a VL JSONL file, each with its `image` resolved against the file's folder.
+    """The records of a VL JSONL file, each with its `image` as an absolute path (resolved against the file's folder).
 
     A missing or empty file, a line that is not JSON, or a record without one of `fields` is a
     `UserError` naming the file and the record.
@@ -413,7 +413,7 @@ def read_vl_records(path: str | Path, what: str, fields: Sequence[str] = ("image
         if missing:
             raise UserError(f"{what} {path} line {number} has no {', '.join(missing)}; every vision-language "
                             f"record needs {', '.join(fields)}")
-        records.append({**record, "image": str(path.parent / record["image"])})
+        records.append({**record, "image": str((path.parent / record["image"]).absolute())})
     if not records:
         raise UserError(f"{what} {path} is empty; it needs one {{image, question, answer}} record per line")
     return records
