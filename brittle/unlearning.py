@@ -67,6 +67,7 @@ from brittle.vlm import (
     evaluate_vl_model,
     is_vision_language_checkpoint,
     read_vl_records,
+    vl_task_file,
     vl_training_sequences,
 )
 
@@ -112,6 +113,9 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     tasks = list(preset.eval_tasks)
     include_paths = list(preset.eval_include_paths)
     manager = None if args.no_eval or vision_language else task_manager(include_paths, tasks)
+    if vision_language and not args.no_eval:
+        for task in tasks:  # a missing question file fails now, not after training
+            vl_task_file(task, include_paths)
 
     if args.threads:
         torch.set_num_threads(args.threads)

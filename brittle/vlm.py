@@ -563,8 +563,9 @@ def vl_task_file(task: str, include_paths: Sequence[str | Path]) -> Path:
     for folder in include_paths:
         if (Path(folder) / f"{task}.jsonl").is_file():
             return Path(folder) / f"{task}.jsonl"
-    raise UserError(f"no question file {task}.jsonl in {', '.join(map(str, include_paths))}; build the VL "
-                    "organism with `uv run experiment/build_vlm_organism.py` or fix the preset's tasks")
+    raise UserError(f"no question file {task}.jsonl in {', '.join(map(str, include_paths)) or 'no folder'} for the "
+                    "vision-language evaluation; use PRESET=toy-vlm (build the organism with "
+                    "`uv run experiment/build_vlm_organism.py`) or skip it with --no-eval (NO_EVAL=1)")
 
 
 def evaluate_vl_model(model: PreTrainedModel, processor: Any, tasks: Sequence[str],
