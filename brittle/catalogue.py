@@ -135,7 +135,7 @@ SETTINGS: tuple[Setting, ...] = (
                     "CPUs)"),
     # Runtime: which world, which files, which device, where outputs go. Never in the folder name.
     _runtime("preset", str, "real", "which world: base model, data, eval tasks and hyperparameter defaults",
-             choices=("real", "toy")),
+             choices=("real", "toy", "toy-vlm")),
     _runtime("seed", int, 42, "seed of the data split, batch order, random targets and noise (in the folder name "
              "when not 42)"),
     _runtime("model", str, None, "base model, hub id or local folder (default: the preset's base)", aliases=("BASE",)),
@@ -255,6 +255,7 @@ class MethodCard:
     sweep: tuple[str, tuple[str, ...]] | None = None  # (setting, values) swept beside the learning rate
     toy_sweep: tuple[str, tuple[str, ...]] | None = None  # the organism's grid, when its scale differs
     default_set: bool = True  # one of the study's twelve, made by create_all_unlearning_models.sh
+    not_for_vision_language: str = ""  # why the method cannot unlearn a vision-language model ("" = it can)
 
     @property
     def needs_text(self) -> str:
@@ -274,6 +275,10 @@ ALPHA_GRID = ("alpha", ("10.0", "100.0", "1000.0"))
 TOY_ALPHA_GRID = ("alpha", ("0.3", "1.0", "3.0"))
 BETA_GRID = ("beta", ("0.05", "0.1", "0.5"))
 ACTIVATION_NEEDS = ("random_directions", "retain_activations")
+# On a vision-language model the decoder layers' hidden states hold the picture's features as well as the text,
+# so these losses would steer the image tokens too: not the language-side loss they define.
+ON_HIDDEN_STATES = ("acts on the hidden states of every token at --layer-id, and in a vision-language model those "
+                    "include the picture's image tokens, so its loss does not apply unchanged to the language side")
 
 METHODS: dict[str, MethodCard] = {
     "ga_simple": card("loss", (), "pure gradient ascent on forget text",
@@ -292,16 +297,19 @@ METHODS: dict[str, MethodCard] = {
                    sweep=BETA_GRID),
     "rmu": card("activation", ("alpha", "steering_coeff", "layer_id"),
                 "MSE of forget activations to a random direction", ACTIVATION_NEEDS,
-                toy={"lr": 3e-3, "alpha": 1.0}, sweep=ALPHA_GRID, toy_sweep=TOY_ALPHA_GRID),
+                toy={"lr": 3e-3, "alpha": 1.0}, sweep=ALPHA_GRID, toy_sweep=TOY_ALPHA_GRID,
+                not_for_vision_language=ON_HIDDEN_STATES),
     "cb": card("activation", ("alpha", "steering_coeff", "layer_id"),
                "circuit breakers: cosine rerouting to a random direction", ACTIVATION_NEEDS,
-               toy={"lr": 2e-3, "alpha": 1.0}, sweep=ALPHA_GRID, toy_sweep=TOY_ALPHA_GRID),
+               toy={"lr": 2e-3, "alpha": 1.0}, sweep=ALPHA_GRID, toy_sweep=TOY_ALPHA_GRID,
+                not_for_vision_language=ON_HIDDEN_STATES),
     "lat": card("activation", ("retain_weight", "lat_eps", "lat_steps", "layer_id"),
                 "latent adversarial training: GA under a PGD perturbation", ("adversary",), positive=LAT_STEPS,
-                sweep=("lat_eps", ("0.05", "0.1", "0.5"))),
+                not_for_vision_language=ON_HIDDEN_STATES, sweep=("lat_eps", ("0.05", "0.1", "0.5"))),
     "cb_lat": card("activation", ("alpha", "steering_coeff", "lat_eps", "lat_steps", "layer_id"),
                    "circuit breakers under a PGD perturbation", (*ACTIVATION_NEEDS, "adversary"), positive=LAT_STEPS,
-                   toy={"lr": 2e-3, "alpha": 1.0}, sweep=ALPHA_GRID, toy_sweep=TOY_ALPHA_GRID),
+                   toy={"lr": 2e-3, "alpha": 1.0}, sweep=ALPHA_GRID, toy_sweep=TOY_ALPHA_GRID,
+                not_for_vision_language=ON_HIDDEN_STATES),
     "wt_dist": card("parameter", ("wt_noise_std",), "Gaussian noise on all weights, then retain fine-tuning",
                     ("weight_noise",), lora=False,
                     # 0.02 is too little noise for weights of the organism's scale.
@@ -319,7 +327,9 @@ METHODS: dict[str, MethodCard] = {
                               "mix_ratio": "3:1"},
                     # LoRA on a tiny model needs a larger step; 4 forget + 12 retain texts per step.
                     toy={"lr": 1e-3, "batch_size": 4}, sweep=("descent_beta", ("0.5", "1.0", "2.0")),
-                    default_set=False),
+                    default_set=False,
+                    not_for_vision_language="weights its texts by influence estimates that "
+                    "unlearn/influence_weights.py computes on text only"),
 }
 DEFAULT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items() if method.default_set)
 
@@ -329,7 +339,10 @@ DEFAULT_METHODS: tuple[str, ...] = tuple(name for name, method in METHODS.items(
 # on top (docs/results.md has what each reaches).
 TOY_DEFAULTS: dict[str, Any] = {"layer_id": "1,2", "max_length": 64, "lr": 1e-3, "eval_interval": 20, "threads": 1}
 # Learning rates every sweep tries, per preset, beside each method's own grid.
-SWEEP_LEARNING_RATES: dict[str, tuple[str, ...]] = {"real": ("5e-6", "1e-5", "3e-5"), "toy": ("3e-4", "1e-3", "3e-3")}
+# The vision-language organism (PRESET=toy-vlm) shares the toy defaults: ga and grad_diff reach the filtered model's
+# forget accuracy with them, keeping retain above 0.9 (docs/multimodal.md).
+SWEEP_LEARNING_RATES: dict[str, tuple[str, ...]] = {"real": ("5e-6", "1e-5", "3e-5"), "toy": ("3e-4", "1e-3", "3e-3"),
+                                                    "toy-vlm": ("3e-4", "1e-3", "3e-3")}
 
 
 def toy_unlearn_defaults() -> dict[str, dict[str, Any]]:
@@ -383,7 +396,7 @@ def sweep_grid(method: str, preset: str) -> list[tuple[str, tuple[str, ...]]]:
     """The grid a sweep runs for `method`: [(VARIABLE, values), ...], the learning rates first."""
     method_card = check_method(method)
     grid = [("LR", SWEEP_LEARNING_RATES[preset])]
-    own = (method_card.toy_sweep or method_card.sweep) if preset == "toy" else method_card.sweep
+    own = (method_card.toy_sweep or method_card.sweep) if preset.startswith("toy") else method_card.sweep
     if own:
         grid.append((SETTING[own[0]].environment_variable, own[1]))
     return grid

@@ -74,7 +74,8 @@ class MethodContext:
 
     # -- running the model ------------------------------------------------------------------------
     def logits(self, batch: TextBatch) -> Tensor:
-        return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        """The model's logits on the batch (with its pictures, for a vision-language batch)."""
+        return self.model(**batch.model_inputs()).logits
 
     def nll(self, batch: TextBatch) -> Tensor:
         """Mean token NLL of the batch (the usual causal-LM loss), each text weighted by `batch.weights`."""
@@ -91,7 +92,7 @@ class MethodContext:
         the output head over the whole vocabulary) is computed or kept for backward.
         """
         with layer_outputs(self.layers, self.layer_ids) as hidden, suppress(StopForwardError):
-            self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            self.model(**batch.model_inputs())
         return hidden
 
     # -- LAT's adversary --------------------------------------------------------------------------
@@ -417,7 +418,7 @@ class SquaredDistance(torch.autograd.Function):
     Plain autograd would keep the difference (θ − θ₀) of every parameter for backward: one more fp32
     copy of the whole model. Here backward saves only references to θ and θ₀ (which exist anyway) and
     builds each tensor's gradient when it is needed, one tensor at a time.
-One fp32 temporary per tensor in each direction: θ₀ (bf16) is promoted inside the subtraction rather
+    One fp32 temporary per tensor in each direction: θ₀ (bf16) is promoted inside the subtraction rather
     than copied to fp32 first, and the square and the scaling happen in place.
 
     Sharded (FSDP2, brittle/distributed.py): θ and θ₀ are DTensors cut into the same shards, and this is

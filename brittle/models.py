@@ -14,7 +14,14 @@ import struct
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from brittle.cli import UserError
 from brittle.runtime import resolve_device, resolve_dtype
@@ -129,7 +136,8 @@ def attn_implementation_of(model: PreTrainedModel) -> str:
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto",
                attn_implementation: str | None = None) -> PreTrainedModel:
-    """A causal LM in eval mode on the requested device and dtype, with the requested attention backend.
+    """A causal LM (or a vision-language model such as LLaVA) in eval mode on the requested device and dtype,
+    with the requested attention backend.
 
     `dtype="stored"` keeps the dtype the checkpoint is stored in (training: brittle/precision.py).
     With `--device auto` and CUDA available, `device_map="auto"` lets accelerate place (and if need
@@ -140,8 +148,11 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto",
     torch_dtype = "auto" if dtype == "stored" else resolve_dtype(dtype, resolved_device)
     attention = resolve_attn_implementation(attn_implementation, resolved_device)
     use_device_map = device == "auto" and resolved_device.startswith("cuda")
+    from brittle.vlm import is_vision_language_checkpoint  # a LLaVA is an image-text-to-text model, not a causal LM
+
+    model_class = AutoModelForImageTextToText if is_vision_language_checkpoint(name) else AutoModelForCausalLM
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = model_class.from_pretrained(
             name, dtype=torch_dtype, device_map="auto" if use_device_map else None,
             **({"attn_implementation": attention} if attention else {}))
     except (OSError, ValueError) as error:

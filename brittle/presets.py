@@ -18,6 +18,7 @@ from brittle.cli import UserError
 REPOSITORY = Path(__file__).resolve().parents[1]
 TOY_DATA_DIR = "data/toy"  # relative paths are relative to the working directory (WORKDIR)
 TOY_MODELS_DIR = "models"
+TOY_VLM_DATA_DIR = "data/toy-vlm"  # experiment/build_vlm_organism.py writes it
 REAL_TASKS_DIR = str(REPOSITORY / "experiment" / "tasks")  # task YAMLs that ship with the code
 
 
@@ -118,11 +119,47 @@ def real_preset(seed: int) -> Preset:
     )
 
 
-PRESETS = {"toy": toy_preset, "real": real_preset}
+def toy_vlm_preset(seed: int) -> Preset:
+    """The vision-language organism: tiny LLaVA models trained here on pictures of invented entities (brittle.vlm).
+
+    Its "texts" are `{image, question, answer}` JSONL records and its evaluation tasks are question files:
+    task `<name>` is `<eval include path>/<name>.jsonl`, scored by brittle.vlm.vl_multiple_choice_accuracy.
+    """
+    questions = f"{TOY_VLM_DATA_DIR}/questions"
+    text = toy_preset(seed)
+    return Preset(
+        name="toy-vlm",
+        base=toy_model_path("vlm-base", seed),
+        filtered=toy_model_path("vlm-filtered", seed),
+        pretrain="",
+        unlearned="",
+        cb="",
+        forget_text=f"{TOY_VLM_DATA_DIR}/forget_qa.jsonl",
+        retain_text=f"{TOY_VLM_DATA_DIR}/retain_qa.jsonl",
+        forget_questions=f"{questions}/forget.jsonl",
+        forget_questions_t=f"{questions}/forget_t.jsonl",
+        forget_questions_v=f"{questions}/forget_v.jsonl",
+        eval_tasks=("forget", "forget_t", "forget_v", "retain"),
+        eval_include_paths=(questions,),
+        forget_task="forget",
+        retain_task="retain",
+        mmlu_limit=None,
+        # Stronger than the text organism's sweep (9 steps at <= 3e-3), which on this organism did not even
+        # relearn T after ga (forget NLL ~50): 50 steps at up to 1e-2 bring T back to ~0.7 (docs/multimodal.md).
+        relearn_lr_range=(1e-3, 1e-2),
+        relearn_num_lrs=3,
+        relearn_epochs=10,
+        relearn_batch_size=8,
+        baseline_min_forget_acc=text.baseline_min_forget_acc,
+        unlearn_defaults=toy_unlearn_defaults(),  # the text organism's serve it too (brittle/catalogue.py)
+    )
+
+
+PRESETS = {"toy": toy_preset, "real": real_preset, "toy-vlm": toy_vlm_preset}
 
 
 def get_preset(name: str = "real", seed: int = 42) -> Preset:
-    """The named preset ("real" or "toy") for `seed`."""
+    """The named preset ("real", "toy" or "toy-vlm") for `seed`."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name](seed)

@@ -35,9 +35,20 @@ from brittle.cli import UserError
 from brittle.distributed import Engine
 from brittle.methods import LossFunction, MethodContext, UnlearningBatch, sequence_log_prob
 from brittle.precision import Precision
-from brittle.training import adamw_with_cosine_schedule, collate, token_log_probs
+from brittle.training import TextBatch, adamw_with_cosine_schedule, collate, token_log_probs
 
-Sequences = list[list[int]]
+Sequences = list[list[int]]  # token ids per text; for a vision-language model, brittle.vlm.VLSequence per record
+
+
+def collate_items(sequences: Sequence, pad_token_id: int) -> TextBatch:
+    """One padded batch: a `TextBatch` of token sequences, or a `brittle.vlm.VLBatch` (pictures, answer-only
+    labels) of `VLSequence`s. Every model call below passes `batch.model_inputs()`, so the loop, the caches
+    and the losses run unchanged on either."""
+    from brittle.vlm import VLSequence, collate_vl_sequences
+
+    if sequences and isinstance(sequences[0], VLSequence):
+        return collate_vl_sequences(sequences, pad_token_id)
+    return collate(sequences, pad_token_id)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -115,8 +126,8 @@ def reference_log_probs(model: nn.Module, sequences: Sequences, batch_size: int,
     """log π_ref(y) of every sequence under the (still unmodified) model, on the CPU."""
     values = []
     for _, chunk in fixed_batches(sequences, batch_size):
-        batch = collate(chunk, pad_token_id).to(device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        batch = collate_items(chunk, pad_token_id).to(device)
+        logits = model(**batch.model_inputs()).logits
         values.append(sequence_log_prob(logits, batch.labels).float().cpu())
     return torch.cat(values)
 
@@ -130,7 +141,7 @@ def original_hidden_states(context: MethodContext, sequences: Sequences, batch_s
     """
     cached: dict[int, list[Tensor]] = {layer: [] for layer in context.layer_ids}
     for _, chunk in fixed_batches(sequences, batch_size):
-        batch = collate(chunk, pad_token_id).to(device)
+        batch = collate_items(chunk, pad_token_id).to(device)
         hidden = context.hidden_states(batch)
         for layer in context.layer_ids:
             cached[layer].extend(hidden[layer][row, : len(sequence)].cpu() for row, sequence in enumerate(chunk))
@@ -148,8 +159,8 @@ def padded_hidden(states: Sequence[Tensor], length: int, device: torch.device) -
 def assemble_batch(data: TrainingData, caches: Caches, forget_indices: list[int], retain_indices: list[int],
                    pad_token_id: int, device: torch.device) -> UnlearningBatch:
     """The micro-batch a loss sees: collated texts plus their cached reference values."""
-    forget = collate([data.forget_train[index] for index in forget_indices], pad_token_id)
-    retain = collate([data.retain_train[index] for index in retain_indices], pad_token_id)
+    forget = collate_items([data.forget_train[index] for index in forget_indices], pad_token_id)
+    retain = collate_items([data.retain_train[index] for index in retain_indices], pad_token_id)
     if data.forget_weights is not None:
         forget.weights = torch.tensor([data.forget_weights[index] for index in forget_indices])
     if data.retain_weights is not None:
@@ -182,9 +193,8 @@ def heldout_nll(model: nn.Module, sequences: Sequences, batch_size: int, pad_tok
     was_training = model.training
     model.eval()
     for _, chunk in fixed_batches(sequences, batch_size):
-        batch = collate(chunk, pad_token_id).to(device)
-        log_probs, mask = token_log_probs(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
-                                          batch.labels)
+        batch = collate_items(chunk, pad_token_id).to(device)
+        log_probs, mask = token_log_probs(model(**batch.model_inputs()).logits, batch.labels)
         total -= log_probs.sum().item()
         tokens += int(mask.sum().item())
     model.train(was_training)

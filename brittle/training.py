@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,10 @@ class TextBatch:
     def to(self, device: torch.device | str) -> TextBatch:
         return TextBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
                          None if self.weights is None else self.weights.to(device))
+
+    def model_inputs(self) -> dict[str, Tensor]:
+        """Keyword arguments of the model's forward pass (a `brittle.vlm.VLBatch` adds `pixel_values`)."""
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int,
@@ -73,12 +77,13 @@ def shuffled_batches(sequences: Sequence[Sequence[int]], batch_size: int, pad_to
 
 
 def epoch_batches(sequences: Sequence[Sequence[int]], batch_size: int, pad_token_id: int,
-                  rng: random.Random | None = None) -> list[TextBatch]:
-    """One pass over the data in batches (shuffled when `rng` is given)."""
+                  rng: random.Random | None = None, collate_fn: Callable[..., TextBatch] = collate) -> list[TextBatch]:
+    """One pass over the data in batches (shuffled when `rng` is given); `collate_fn(items, pad_token_id)` makes
+    each batch (brittle.trainer.collate_items also takes a vision-language model's examples)."""
     order = list(range(len(sequences)))
     if rng is not None:
         rng.shuffle(order)
-    return [collate([sequences[i] for i in order[start: start + batch_size]], pad_token_id)
+    return [collate_fn([sequences[i] for i in order[start: start + batch_size]], pad_token_id)
             for start in range(0, len(order), batch_size)]
 
 

@@ -62,11 +62,19 @@ from brittle.trainer import (
     wrap_with_lora,
 )
 from brittle.training import encode_texts
+from brittle.vlm import (
+    check_disjoint_pictures,
+    evaluate_vl_model,
+    is_vision_language_checkpoint,
+    read_vl_records,
+    vl_task_file,
+    vl_training_sequences,
+)
 
 
 def configured_layer_count(model_name: str) -> int | None:
-    """Number of decoder layers from the model's config alone (no weights loaded)."""
-    config = transformers.AutoConfig.from_pretrained(model_name)
+    """Number of decoder layers (of the language model, for a vision-language model) from the config alone."""
+    config = transformers.AutoConfig.from_pretrained(model_name).get_text_config()
     for field in ("num_hidden_layers", "n_layer", "num_layers"):
         if isinstance(getattr(config, field, None), int):
             return getattr(config, field)
@@ -87,10 +95,16 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
     """
     card, run, outdir = plan.card, plan.name, plan.outdir
     uses_layers = "layer_id" in card.hyperparameters
+    vision_language = is_vision_language_checkpoint(args.model)
     # -- inputs, checked before any weights load ------------------------------------------------------
-    forget_texts = read_texts(args.forget_data, what="forget data")
-    retain_texts = read_texts(args.retain_data, what="retain data")
-    check_disjoint(forget_texts, retain_texts)
+    if vision_language:  # {image, question, answer} records; the loss is on the answer tokens
+        forget_texts = read_vl_records(args.forget_data, "forget data")
+        retain_texts = read_vl_records(args.retain_data, "retain data")
+        check_disjoint_pictures(forget_texts, retain_texts)
+    else:
+        forget_texts = read_texts(args.forget_data, what="forget data")
+        retain_texts = read_texts(args.retain_data, what="retain data")
+        check_disjoint(forget_texts, retain_texts)
     sample_weights = {what: read_sample_weights(getattr(args, f"{what}_weights"), getattr(args, f"{what}_data"), what)
                       for what in ("forget", "retain") if getattr(args, f"{what}_weights")}
     check_model_reference(args.model)
@@ -98,7 +112,10 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
         check_layer_ids(args.layer_ids, configured_layer_count(args.model), args.model)
     tasks = list(preset.eval_tasks)
     include_paths = list(preset.eval_include_paths)
-    manager = None if args.no_eval else task_manager(include_paths, tasks)
+    manager = None if args.no_eval or vision_language else task_manager(include_paths, tasks)
+    if vision_language and not args.no_eval:
+        for task in tasks:  # a missing question file fails now, not after training
+            vl_task_file(task, include_paths)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,15 +132,24 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
 
     # -- data --------------------------------------------------------------------------------------------
     split_rng = random.Random(args.seed)
+    processor = None
+    if vision_language:
+        processor = transformers.AutoProcessor.from_pretrained(args.model)
+
+        def encode(records: list, what: str) -> list:
+            return vl_training_sequences(tokenizer, processor.image_processor, records, config.image_seq_length,
+                                         args.max_length, what)
+    else:
+        def encode(texts: list, what: str) -> list:
+            return encode_texts(tokenizer, texts, args.max_length)
     forget_train, forget_heldout, forget_weights = split_with_weights(
-        encode_texts(tokenizer, forget_texts, args.max_length), sample_weights.get("forget"), args.eval_split,
-        split_rng)
+        encode(forget_texts, "forget data"), sample_weights.get("forget"), args.eval_split, split_rng)
     retain_train, retain_heldout, retain_weights = split_with_weights(
-        encode_texts(tokenizer, retain_texts, args.max_length), sample_weights.get("retain"), args.eval_split,
-        split_rng)
+        encode(retain_texts, "retain data"), sample_weights.get("retain"), args.eval_split, split_rng)
     data = TrainingData(forget_train, retain_train, forget_heldout, retain_heldout, forget_weights, retain_weights)
     pad = tokenizer.pad_token_id
-    print(f"{args.method} on {args.model}: {len(forget_train)} forget / {len(retain_train)} retain training texts, "
+    kind = "records" if vision_language else "texts"
+    print(f"{args.method} on {args.model}: {len(forget_train)} forget / {len(retain_train)} retain training {kind}, "
           f"{len(forget_heldout)} / {len(retain_heldout)} held out; device {device}, stored "
           f"{dtype_name(model.dtype)}, compute {dtype_name(precision.compute)}, save {dtype_name(precision.save)}")
 
@@ -165,13 +191,16 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
             model.config.save_pretrained(staging)  # the architecture, without the weights
         else:
             model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        (processor or tokenizer).save_pretrained(staging)  # a VL model's processor holds its tokenizer
         write_training_log(staging, result, before, after, args.method)
         summary, evaluation_seconds = {}, 0.0
         if not args.no_eval:
             evaluation_start = time.perf_counter()
-            summary = evaluate_model(model, tokenizer, tasks, include_paths, mmlu_limit=preset.mmlu_limit,
-                                     batch_size=args.eval_batch_size, seed=args.seed, manager=manager)
+            if vision_language:
+                summary = evaluate_vl_model(model, processor, tasks, include_paths, args.eval_batch_size)
+            else:
+                summary = evaluate_model(model, tokenizer, tasks, include_paths, mmlu_limit=preset.mmlu_limit,
+                                         batch_size=args.eval_batch_size, seed=args.seed, manager=manager)
             evaluation_seconds = time.perf_counter() - evaluation_start
             write_evaluation(staging / "evals", str(outdir), summary, headline_tasks=tasks,
                              details={"preset": preset.name, "mmlu_limit": preset.mmlu_limit,
@@ -193,7 +222,9 @@ def run_unlearning(args: argparse.Namespace, plan, preset: Preset, process_start
 
 def rebuilt_model(config: transformers.PretrainedConfig, args: argparse.Namespace) -> torch.nn.Module:
     """The architecture that was trained (with its LoRA adapters, if any), for the gathered weights."""
-    model = transformers.AutoModelForCausalLM.from_config(config)
+    vision_language = getattr(config, "vision_config", None) is not None
+    model_class = transformers.AutoModelForImageTextToText if vision_language else transformers.AutoModelForCausalLM
+    model = model_class.from_config(config)
     return wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank) if args.lora_rank else model
 
 

@@ -39,7 +39,7 @@ from brittle.multiple_choice import (
     pack_pairs,
     packed_batch,
 )
-from brittle.organism import FORGET_DOMAIN, OPTIONS_PER_QUESTION, RETAIN_DOMAIN, Domain, Fact, invent_facts
+from brittle.organism import FORGET_DOMAIN, OPTIONS_PER_QUESTION, RETAIN_DOMAIN, Domain, Fact, invent_names
 from brittle.training import IGNORE_INDEX
 
 IMAGE_TOKEN = "<image>"  # LLaVA's placeholder; the processor expands it to one token per image feature
@@ -132,29 +132,73 @@ def draw(appearance: Appearance, rng: random.Random, size: int = IMAGE_SIZE) -> 
     return Image.fromarray(np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
 
 
+def invent_balanced_facts(domain: Domain, entity_count: int, rng: random.Random) -> list[Fact]:
+    """Every attribute of every invented entity, each value true equally often within the domain.
+
+    brittle.organism draws values independently; with the VL organism's 16 entities per domain that
+    leaves some values true three or four times and others never, and a model that has never seen the
+    domain can score far above chance by a picture-blind preference among the values (it did: 0.49).
+    Here each attribute's values are dealt from a shuffled deck, so with a multiple of 8 entities every
+    value is the truth for exactly entity_count / 8 of them.
+    """
+    names = invent_names(domain, entity_count, rng)
+    values_of: dict[str, list[str]] = {}
+    for attribute, values in domain.attributes.items():
+        deck: list[str] = []
+        while len(deck) < entity_count:
+            deck += rng.sample(values, len(values))  # one shuffled pass over all values at a time
+        values_of[attribute] = deck[:entity_count]
+    return [Fact(domain.name, name, attribute, values_of[attribute][index])
+            for index, name in enumerate(names) for attribute in domain.attributes]
+
+
+def invent_option_sets(domain: Domain, rng: random.Random) -> dict[str, list[tuple[str, ...]]]:
+    """For each attribute, its values cut at random into sets of OPTIONS_PER_QUESTION (8 values: two sets).
+
+    A question's options are the set that holds its true value. With balanced facts every member of a
+    set is the answer equally often, so *any* picture-blind ranking of the values, which picks the same
+    member of a set every time, scores exactly chance (1/4): only recognising the entity beats it.
+    """
+    option_sets = {}
+    for attribute, values in domain.attributes.items():
+        if len(values) % OPTIONS_PER_QUESTION:
+            raise ValueError(f"{domain.name} {attribute}: {len(values)} values do not split into sets of "
+                             f"{OPTIONS_PER_QUESTION}")
+        shuffled = rng.sample(values, len(values))
+        option_sets[attribute] = [tuple(shuffled[start: start + OPTIONS_PER_QUESTION])
+                                  for start in range(0, len(shuffled), OPTIONS_PER_QUESTION)]
+    return option_sets
+
+
 @dataclass(frozen=True)
 class VLWorld:
-    """The organism's facts and appearances, plus the T/V split of the forget entities."""
+    """The organism's facts, appearances and option sets, plus the T/V split of the forget entities."""
 
     forget_facts: list[Fact]
     retain_facts: list[Fact]
     appearances: dict[str, Appearance]
     forget_half_t: frozenset[str]
     forget_half_v: frozenset[str]
+    option_sets: dict[str, dict[str, list[tuple[str, ...]]]]  # domain -> attribute -> sets of options
+
+    def options(self, fact: Fact) -> tuple[str, ...]:
+        """The 4 options of the question on `fact`: the option set that holds its value."""
+        return next(group for group in self.option_sets[fact.domain][fact.attribute] if fact.value in group)
 
 
 def build_vl_world(entities_per_domain: int = DEFAULT_ENTITIES_PER_DOMAIN, seed: int = 0) -> VLWorld:
     """The VL organism's world, fully determined by `entities_per_domain` and `seed`."""
     rng = random.Random(seed)
-    forget_facts = invent_facts(FORGET_DOMAIN, entities_per_domain, rng)
-    retain_facts = invent_facts(RETAIN_DOMAIN, entities_per_domain, rng)
+    forget_facts = invent_balanced_facts(FORGET_DOMAIN, entities_per_domain, rng)
+    retain_facts = invent_balanced_facts(RETAIN_DOMAIN, entities_per_domain, rng)
     entities = list(dict.fromkeys(fact.entity for fact in forget_facts + retain_facts))
     appearances = invent_appearances(entities, rng)
     forget_entities = sorted({fact.entity for fact in forget_facts})
     rng.shuffle(forget_entities)
     half = len(forget_entities) // 2
+    option_sets = {domain.name: invent_option_sets(domain, rng) for domain in (FORGET_DOMAIN, RETAIN_DOMAIN)}
     return VLWorld(forget_facts, retain_facts, appearances,
-                   frozenset(forget_entities[:half]), frozenset(forget_entities[half:]))
+                   frozenset(forget_entities[:half]), frozenset(forget_entities[half:]), option_sets)
 
 
 def image_name(entity: str, view: int) -> str:
@@ -168,27 +212,26 @@ def write_vl_data(folder: Path, world: VLWorld, seed: int) -> None:
     - `images/<entity>-<view>.png`: views 0..VIEWS_PER_ENTITY-1 are for training; the last view is the
       evaluation picture, which no model trains on (so evaluation tests recognition, not recall of a file);
     - `forget_qa.jsonl`, `retain_qa.jsonl`: training records `{image, question, answer}`, one per fact
-      and training view (the image path is relative to `folder`);
+      and training view;
     - `questions/{forget,forget_t,forget_v,retain}.jsonl`: 4-option questions `{image, question, choices,
-      answer (index), entity, attribute}` on the evaluation view, options drawn as in brittle.organism.
+      answer (index), entity, attribute}` on the evaluation view; the options are the option set of the
+      true value (`VLWorld.options`), so a picture-blind preference among values scores chance.
+
+    As in every VL record file, an image path is relative to the folder of its JSONL file (`read_vl_records`).
     """
     rng = random.Random(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     for entity, appearance in world.appearances.items():
         for view in range(VIEWS_PER_ENTITY + 1):
             draw(appearance, rng).save(folder / image_name(entity, view))
-    domains = {FORGET_DOMAIN.name: FORGET_DOMAIN, RETAIN_DOMAIN.name: RETAIN_DOMAIN}
 
     def qa_records(facts: list[Fact]) -> list[dict[str, Any]]:
         return [{"image": image_name(fact.entity, view), "question": picture_question(fact.domain, fact.attribute),
                  "answer": fact.value} for fact in facts for view in range(VIEWS_PER_ENTITY)]
 
-    def mc_question(fact: Fact, domain: Domain) -> dict[str, Any]:
-        distractors = rng.sample([v for v in domain.attributes[fact.attribute] if v != fact.value],
-                                 OPTIONS_PER_QUESTION - 1)
-        choices = [fact.value, *distractors]
-        rng.shuffle(choices)
-        return {"image": image_name(fact.entity, VIEWS_PER_ENTITY),
+    def mc_question(fact: Fact) -> dict[str, Any]:
+        choices = rng.sample(world.options(fact), OPTIONS_PER_QUESTION)  # the option set, in random order
+        return {"image": f"../{image_name(fact.entity, VIEWS_PER_ENTITY)}",  # relative to questions/
                 "question": picture_question(fact.domain, fact.attribute), "choices": choices,
                 "answer": choices.index(fact.value), "entity": fact.entity, "attribute": fact.attribute}
 
@@ -196,12 +239,12 @@ def write_vl_data(folder: Path, world: VLWorld, seed: int) -> None:
 
     write_jsonl(folder / "forget_qa.jsonl", qa_records(world.forget_facts))
     write_jsonl(folder / "retain_qa.jsonl", qa_records(world.retain_facts))
-    forget = [mc_question(fact, domains[fact.domain]) for fact in world.forget_facts]
+    forget = [mc_question(fact) for fact in world.forget_facts]
     write_jsonl(folder / "questions" / "forget.jsonl", forget)
     write_jsonl(folder / "questions" / "forget_t.jsonl", [q for q in forget if q["entity"] in world.forget_half_t])
     write_jsonl(folder / "questions" / "forget_v.jsonl", [q for q in forget if q["entity"] in world.forget_half_v])
     write_jsonl(folder / "questions" / "retain.jsonl",
-                [mc_question(fact, domains[fact.domain]) for fact in world.retain_facts])
+                [mc_question(fact) for fact in world.retain_facts])
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -238,6 +281,29 @@ def image_seq_length(model: PreTrainedModel) -> int:
 def is_vision_language(model: PreTrainedModel) -> bool:
     """Whether `model` takes pictures (has a vision tower)."""
     return getattr(model.config, "vision_config", None) is not None
+
+
+def is_vision_language_checkpoint(name: str | Path) -> bool:
+    """Whether the model `name` (local folder or hub id) takes pictures, from its config alone (no weights).
+
+    A LLaVA (`model_type` "llava") or any config with a `vision_config`; a local folder's config.json is
+    read directly, a hub id's through `transformers.AutoConfig`.
+    """
+    import json
+
+    config_file = Path(name) / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        return config.get("model_type") == "llava" or "vision_config" in config
+    from transformers import AutoConfig
+
+    from brittle.models import model_load_error
+
+    try:
+        config = AutoConfig.from_pretrained(str(name))
+    except (OSError, ValueError) as error:
+        raise model_load_error(str(name), error) from error
+    return getattr(config, "vision_config", None) is not None
 
 
 @dataclass
@@ -283,8 +349,9 @@ def encode_vl_examples(tokenizer: PreTrainedTokenizerBase, records: Sequence[dic
     return examples
 
 
-def collate_vl(examples: Sequence[VLExample], pixel_values: Tensor, pad_token_id: int) -> VLBatch:
-    """Right-pad examples into one batch, with their pictures' pixel values and answer-only labels."""
+def padded_answer_batch(examples: Sequence[VLExample | VLSequence], pad_token_id: int
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids, attention_mask, labels) of right-padded context + answer examples; labels on the answer only."""
     length = max(len(e.context) + len(e.answer) for e in examples)
     input_ids = torch.full((len(examples), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
@@ -294,7 +361,80 @@ def collate_vl(examples: Sequence[VLExample], pixel_values: Tensor, pad_token_id
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention_mask[row, : len(ids)] = 1
         labels[row, len(example.context): len(ids)] = torch.tensor(example.answer)
-    return VLBatch(input_ids, attention_mask, labels, pixel_values[[e.picture for e in examples]])
+    return input_ids, attention_mask, labels
+
+
+def collate_vl(examples: Sequence[VLExample], pixel_values: Tensor, pad_token_id: int) -> VLBatch:
+    """Right-pad examples into one batch, with their pictures' pixel values and answer-only labels."""
+    return VLBatch(*padded_answer_batch(examples, pad_token_id), pixel_values[[e.picture for e in examples]])
+
+
+@dataclass(frozen=True)
+class VLSequence:
+    """One training example as the unlearning trainer holds it (in place of a text's token ids): the
+    context and answer ids and the picture's pixel values (a view of the shared tensor, not a copy)."""
+
+    context: list[int]
+    answer: list[int]
+    pixel_values: Tensor
+
+    def __len__(self) -> int:
+        return len(self.context) + len(self.answer)  # the tokens the language model sees
+
+
+def collate_vl_sequences(sequences: Sequence[VLSequence], pad_token_id: int) -> VLBatch:
+    """`collate_vl` for `VLSequence`s: the batch of brittle.trainer for a vision-language model."""
+    return VLBatch(*padded_answer_batch(sequences, pad_token_id),
+                   torch.stack([sequence.pixel_values for sequence in sequences]))
+
+
+def read_vl_records(path: str | Path, what: str, fields: Sequence[str] = ("image", "question", "answer"),
+                    ) -> list[dict[str, Any]]:
+    """The records of a VL JSONL file, each with its `image` as an absolute path (resolved against the file's folder).
+
+    A missing or empty file, a line that is not JSON, or a record without one of `fields` is a
+    `UserError` naming the file and the record.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist; build the VL organism with "
+                        "`uv run experiment/build_vlm_organism.py` (or pass a JSONL file of {image, question, answer})")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{what} {path} line {number} is not JSON; every line must be one record") from None
+        missing = [field for field in fields if record.get(field) in (None, "")]
+        if missing:
+            raise UserError(f"{what} {path} line {number} has no {', '.join(missing)}; every vision-language "
+                            f"record needs {', '.join(fields)}")
+        records.append({**record, "image": str((path.parent / record["image"]).absolute())})
+    if not records:
+        raise UserError(f"{what} {path} is empty; it needs one {{image, question, answer}} record per line")
+    return records
+
+
+def vl_training_sequences(tokenizer: PreTrainedTokenizerBase, image_processor: Any,
+                          records: Sequence[dict[str, Any]], image_seq_length: int, max_length: int,
+                          what: str) -> list[VLSequence]:
+    """`VLSequence`s of `{image, question, answer}` records (images as `read_vl_records` resolves them).
+
+    Each distinct picture is processed once. A record longer than `max_length` tokens is a `UserError`:
+    cutting it would cut its answer, the only tokens that carry the loss.
+    """
+    pixel_values, rows = picture_tensors(image_processor, records, Path("/"), what)
+    sequences = []
+    for example in encode_vl_examples(tokenizer, records, image_seq_length, rows):
+        if len(example.context) + len(example.answer) > max_length:
+            raise UserError(f"a record of {what} has {len(example.context) + len(example.answer)} tokens, more than "
+                            f"--max-length {max_length}; raise --max-length (MAX_LENGTH)")
+        sequences.append(VLSequence(example.context, example.answer, pixel_values[example.picture]))
+    return sequences
 
 
 def picture_tensors(image_processor: Any, records: Sequence[dict[str, Any]], root: Path,
@@ -400,3 +540,44 @@ def generate_about_picture(model: PreTrainedModel, processor: Any, question: str
                             max_new_tokens=max_new_tokens, do_sample=False,
                             pad_token_id=processor.tokenizer.pad_token_id)
     return processor.tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
+
+
+def check_disjoint_pictures(forget: Sequence[dict[str, Any]], retain: Sequence[dict[str, Any]]) -> None:
+    """A `UserError` when a picture is both forget and retain data (the VL form of brittle.texts.check_disjoint)."""
+    shared = {record["image"] for record in forget} & {record["image"] for record in retain}
+    if shared:
+        raise UserError(f"{len(shared)} pictures are in both the forget and the retain data (e.g. {min(shared)}); "
+                        "the two sets must be disjoint")
+
+
+QUESTION_FIELDS = ("image", "question", "choices", "answer")
+
+
+def read_vl_questions(path: str | Path, what: str) -> list[dict[str, Any]]:
+    """4-option questions `{image, question, choices, answer, ...}` of a JSONL file, images resolved."""
+    return read_vl_records(path, what, QUESTION_FIELDS)
+
+
+def vl_task_file(task: str, include_paths: Sequence[str | Path]) -> Path:
+    """The question file of a VL evaluation task: `<include path>/<task>.jsonl` (the first that exists)."""
+    for folder in include_paths:
+        if (Path(folder) / f"{task}.jsonl").is_file():
+            return Path(folder) / f"{task}.jsonl"
+    raise UserError(f"no question file {task}.jsonl in {', '.join(map(str, include_paths)) or 'no folder'} for the "
+                    "vision-language evaluation; use PRESET=toy-vlm (build the organism with "
+                    "`uv run experiment/build_vlm_organism.py`) or skip it with --no-eval (NO_EVAL=1)")
+
+
+def evaluate_vl_model(model: PreTrainedModel, processor: Any, tasks: Sequence[str],
+                      include_paths: Sequence[str | Path], batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Step 0 of a VL model: multiple-choice accuracy on each task's question file, as `{task: {"acc": ...}}`
+    (the summary that brittle.evaluation.write_evaluation writes)."""
+    was_training = model.training
+    model.eval()
+    summary = {}
+    for task in tasks:
+        questions = read_vl_questions(vl_task_file(task, include_paths), f"{task} questions")
+        summary[task] = {"acc": vl_multiple_choice_accuracy(model, processor.tokenizer, processor.image_processor,
+                                                            questions, Path("/"), batch_size)}
+    model.train(was_training)
+    return summary

@@ -51,8 +51,8 @@ from brittle.vlm import (
     build_vl_world,
     collate_vl,
     encode_vl_examples,
+    evaluate_vl_model,
     picture_tensors,
-    vl_multiple_choice_accuracy,
     vl_prompt,
     write_vl_data,
 )
@@ -138,10 +138,8 @@ def train(records: list[dict], processor: LlavaProcessor, config: LlavaConfig, d
 
 def accuracies(model: LlavaForConditionalGeneration, processor: LlavaProcessor, data_dir: Path) -> dict[str, float]:
     """Forget and retain multiple-choice accuracy on the evaluation pictures."""
-    return {split: round(vl_multiple_choice_accuracy(model, processor.tokenizer, processor.image_processor,
-                                                     read_jsonl(data_dir / "questions" / f"{split}.jsonl"),
-                                                     data_dir), 4)
-            for split in ("forget", "retain")}
+    return {split: round(metrics["acc"], 4) for split, metrics in
+            evaluate_vl_model(model, processor, ("forget", "retain"), [data_dir / "questions"]).items()}
 
 
 def quality_failures(role: str, accuracy: dict[str, float]) -> list[str]:

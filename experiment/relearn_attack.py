@@ -39,6 +39,8 @@ Outputs:
 
     uv run experiment/relearn_attack.py --model-a models/toy-base-s42 --model-b unlearned_models/... \\
         --filtered models/toy-filtered-s42 --preset toy
+    uv run experiment/relearn_attack.py --model-a models/toy-vlm-base-s42 --model-b unlearned_models/... \\
+        --preset toy-vlm        # the vision-language organism: questions about pictures (docs/multimodal.md)
 """
 
 from __future__ import annotations
@@ -87,10 +89,12 @@ from brittle.precision import (
     stored_dtype,
 )
 from brittle.preflight import check_forget_baseline
-from brittle.presets import get_preset
+from brittle.presets import PRESETS, get_preset
 from brittle.questions import read_questions as read_question_file
 from brittle.runtime import resolve_device, resolve_dtype, seed_everything
+from brittle.trainer import collate_items
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
+from brittle.vlm import is_vision_language_checkpoint, vl_multiple_choice_accuracy, vl_training_sequences
 
 RUN_COLUMNS = ["model", "lr", "epoch", "step", "v_accuracy", "t_accuracy", "loss"]  # loss: mean over the epoch
 SUMMARY_COLUMNS = [
@@ -121,11 +125,49 @@ def answer_texts(questions: list[dict[str, Any]]) -> list[str]:
 
 
 def read_questions(path: str | Path, half: str) -> list[dict[str, Any]]:
-    """The questions of one half (T or V) as records; brittle.questions checks the file line by line."""
+    """The questions of one half (T or V) as records; brittle.questions checks the file line by line.
+
+    Questions about pictures (a vision-language organism's) get their `image` resolved against the file's folder.
+    """
     try:
-        return [question.as_record() for question in read_question_file(path)]
+        records = [question.as_record() for question in read_question_file(path)]
     except UserError as error:
         raise UserError(f"the {half} split (the attack needs both T and V): {error}") from None
+    folder = Path(path).parent.absolute()
+    return [{**record, "image": str(folder / record["image"])} if record.get("image") else record for record in records]
+
+
+def load_attacked(model_name: str, device: str) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, image processor) in the dtype the checkpoint is stored in; the image processor is None
+    for a text-only model (a vision-language one is told by its config)."""
+    model, tokenizer = load_model_and_tokenizer(model_name, device, "stored")
+    if not is_vision_language_checkpoint(model_name):
+        return model, tokenizer, None
+    from transformers import AutoProcessor
+
+    return model, tokenizer, AutoProcessor.from_pretrained(model_name).image_processor
+
+
+def question_accuracy(model: Any, tokenizer: Any, image_processor: Any, questions: list[dict[str, Any]],
+                      batch_size: int) -> float:
+    """Multiple-choice accuracy: of text questions, or of questions about pictures when there is an image processor."""
+    if image_processor is None:
+        return multiple_choice_accuracy(model, tokenizer, questions, batch_size)
+    return vl_multiple_choice_accuracy(model, tokenizer, image_processor, questions, Path("/"), batch_size)
+
+
+def attack_sequences(model: Any, tokenizer: Any, image_processor: Any, train: list[dict], texts: list[str] | None,
+                     max_length: int) -> list:
+    """What the attacker trains on: T's answers (as text, or as `{image, question, answer}` examples with the loss
+    on the answer, for a vision-language model), or `texts`."""
+    if image_processor is None:
+        return encode_texts(tokenizer, answer_texts(train) if texts is None else texts, max_length=max_length)
+    if texts is not None:
+        raise UserError("this fine-tuning attack trains on text, and a vision-language model needs questions "
+                        "about pictures; attack it with experiment/relearn_attack.py")
+    records = [{"image": q["image"], "question": q["question"], "answer": q["choices"][q["answer"]]} for q in train]
+    return vl_training_sequences(tokenizer, image_processor, records, model.config.image_seq_length, max_length,
+                                 "the T questions")
 
 
 def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[dict],
@@ -141,12 +183,12 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
     """
     engine = start_engine()
     seed_everything(args.seed)
-    model, tokenizer = load_model_and_tokenizer(model_name, engine.device_for(args.device), "stored")
+    model, tokenizer, image_processor = load_attacked(model_name, engine.device_for(args.device))
     device = input_device(model)
     precision = resolve_precision(args.dtype, "auto", device, stored_dtype(model_name, model))
     trainable = prepare_for_training(model, precision)
     gradient_checkpointing(model, args.gradient_checkpointing, device)
-    sequences = encode_texts(tokenizer, answer_texts(train) if texts is None else texts, max_length=args.max_length)
+    sequences = attack_sequences(model, tokenizer, image_processor, train, texts, args.max_length)
     steps_per_epoch = math.ceil(len(sequences) / args.batch_size)
     optimizer, schedule = adamw_with_cosine_schedule(trainable, lr=lr, total_steps=steps_per_epoch * args.epochs)
     model, optimizer = engine.prepare(model, optimizer)
@@ -158,10 +200,10 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
         losses = []
         if epoch > 0:
             model.train()
-            for batch in epoch_batches(sequences, args.batch_size, tokenizer.pad_token_id, rng):
+            for batch in epoch_batches(sequences, args.batch_size, tokenizer.pad_token_id, rng, collate_items):
                 batch = batch.to(device)
                 with precision.autocast():
-                    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                    logits = model(**batch.model_inputs()).logits
                     loss = batch_nll(logits, batch.labels)
                 if not torch.isfinite(loss):
                     raise UserError(f"the attack loss became {loss.item()} at lr {lr:g} on {model_name}; "
@@ -179,8 +221,10 @@ def attack_once(model_name: str, lr: float, train: list[dict], evaluate: list[di
             accuracies = unattacked
         else:
             with released_optimizer(optimizer), precision.autocast():
-                accuracies = {"v_accuracy": multiple_choice_accuracy(model, tokenizer, evaluate, args.eval_batch_size),
-                              "t_accuracy": multiple_choice_accuracy(model, tokenizer, train, args.eval_batch_size)}
+                accuracies = {"v_accuracy": question_accuracy(model, tokenizer, image_processor, evaluate,
+                                                              args.eval_batch_size),
+                              "t_accuracy": question_accuracy(model, tokenizer, image_processor, train,
+                                                              args.eval_batch_size)}
         mean_loss = torch.stack(losses).mean().item() if losses else None
         rows.append({"model": model_name, "lr": lr, "epoch": epoch, "step": step, **accuracies, "loss": mean_loss})
     engine.release()
@@ -275,8 +319,8 @@ def check_baseline(base: str, questions: list[dict[str, Any]], minimum: float, a
     if accuracy is not None:
         check_forget_baseline(base, accuracy, minimum, f"Step 0's {args.forget_task}")
         return
-    model, tokenizer = load_model_and_tokenizer(base, start_engine().device_for(args.device), args.dtype)
-    accuracy = multiple_choice_accuracy(model, tokenizer, questions, args.eval_batch_size)
+    model, tokenizer, image_processor = load_attacked(base, start_engine().device_for(args.device))
+    accuracy = question_accuracy(model, tokenizer, image_processor, questions, args.eval_batch_size)
     del model
     check_forget_baseline(base, accuracy, minimum, f"the {len(questions)} T and V questions")
 
@@ -310,7 +354,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-a", required=True, help="the base model (condition C)")
     parser.add_argument("--model-b", default=None, help="the unlearned model under attack (conditions A and B)")
     parser.add_argument("--filtered", default=None, help="the filtered model (gold standard; default: preset's)")
-    parser.add_argument("--preset", choices=["real", "toy"], default="real")
+    parser.add_argument("--preset", choices=list(PRESETS), default="real")
     parser.add_argument("--train-questions", default=None, help="T questions JSONL (default: the preset's)")
     parser.add_argument("--eval-questions", default=None, help="V questions JSONL (default: the preset's)")
     parser.add_argument("--lr-range", default=None,

@@ -122,3 +122,39 @@ def finetuned_base(toy_organism: ToyOrganism) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+VL_SEED = 7  # the test VL organism's seed
+
+
+@pytest.fixture(scope="session")
+def vl_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data of a 4-entity-per-domain VL world (brittle.vlm)."""
+    from brittle.vlm import build_vl_world, write_vl_data
+
+    folder = tmp_path_factory.mktemp("toy-vlm")
+    write_vl_data(folder, build_vl_world(entities_per_domain=4, seed=VL_SEED), seed=VL_SEED)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vl_base(vl_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaVA trained on forget + retain records, saved and reloadable as a model folder."""
+    import argparse
+
+    import torch
+
+    from brittle.outputs import read_jsonl
+
+    build = load_script("experiment/build_vlm_organism.py")
+    torch.set_num_threads(1)
+    args = argparse.Namespace(seed=VL_SEED, steps=500, batch_size=32, lr=4e-3, hidden_size=64, layers=2,
+                              vision_hidden_size=64)
+    records = read_jsonl(vl_data / "forget_qa.jsonl") + read_jsonl(vl_data / "retain_qa.jsonl")
+    tokenizer = build.train_tokenizer([f"{build.vl_prompt(r['question'])} {r['answer']}" for r in records], 512)
+    processor = build.make_processor(tokenizer)
+    model, _ = build.train(records, processor, build.model_config(tokenizer, args), vl_data, args, "test vlm")
+    folder = tmp_path_factory.mktemp("models") / "toy-vlm-base"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -1,8 +1,9 @@
 """The vision-language organism: its pictures and data, a tiny LLaVA trained on them, and bad input.
 
-The trained model here is a smaller organism (4 entities per domain, trained in-process for a few
-hundred steps) than experiment/build_vlm_organism.py's default, so the test stays cheap; it is the same
-code path (data writer, tokenizer, LLaVA config, processor, training loop, multiple-choice scoring).
+The trained model (conftest.py's session fixtures `vl_data`, `vl_base`) is a smaller organism (4 entities
+per domain, trained in-process for a few hundred steps) than experiment/build_vlm_organism.py's default, so
+the tests stay cheap; it is the same code path (data writer, tokenizer, LLaVA config, processor, training
+loop, multiple-choice scoring).
 """
 
 from __future__ import annotations
@@ -27,36 +28,10 @@ from brittle.vlm import (
     vl_multiple_choice_accuracy,
     write_vl_data,
 )
+from conftest import VL_SEED as SEED
 from conftest import load_script
 
 build = load_script("experiment/build_vlm_organism.py")
-SEED = 7
-
-
-@pytest.fixture(scope="module")
-def vl_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The data of a 4-entity-per-domain VL world."""
-    folder = tmp_path_factory.mktemp("toy-vlm")
-    write_vl_data(folder, build_vl_world(entities_per_domain=4, seed=SEED), seed=SEED)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def vl_base(vl_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny LLaVA trained on forget + retain records, saved and reloadable as a model folder."""
-    import torch
-
-    torch.set_num_threads(1)
-    args = argparse.Namespace(seed=SEED, steps=500, batch_size=32, lr=4e-3, hidden_size=64, layers=2,
-                              vision_hidden_size=64)
-    records = read_jsonl(vl_data / "forget_qa.jsonl") + read_jsonl(vl_data / "retain_qa.jsonl")
-    tokenizer = build.train_tokenizer([f"{build.vl_prompt(r['question'])} {r['answer']}" for r in records], 512)
-    processor = build.make_processor(tokenizer)
-    model, _ = build.train(records, processor, build.model_config(tokenizer, args), vl_data, args, "test vlm")
-    folder = tmp_path_factory.mktemp("models") / "toy-vlm-base"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def test_data_is_deterministic_and_questions_do_not_name_the_entity(vl_data: Path, tmp_path: Path) -> None:
@@ -73,12 +48,32 @@ def test_data_is_deterministic_and_questions_do_not_name_the_entity(vl_data: Pat
     assert half_t and half_v and not half_t & half_v
 
 
+def test_a_picture_blind_preference_among_values_scores_exactly_chance() -> None:
+    """The organism's world (16 entities per domain): every value of an attribute is true equally often, and a
+    question's options are the option set of its value, so a model that ranks the values without looking at the
+    picture - any fixed ranking - picks the truth in exactly 1 question of 4 (the filtered model's floor)."""
+    import random
+
+    world = build_vl_world(seed=42)
+    for facts in (world.forget_facts, world.retain_facts):
+        for attribute in {fact.attribute for fact in facts}:
+            asked = [fact for fact in facts if fact.attribute == attribute]
+            values = sorted({value for group in world.option_sets[asked[0].domain][attribute] for value in group})
+            assert {fact.value for fact in asked} == set(values)
+            assert len({sum(fact.value == value for fact in asked) for value in values}) == 1  # each equally often
+            for seed in range(5):
+                ranking = random.Random(seed).sample(values, len(values))
+                picked = [min(world.options(fact), key=ranking.index) for fact in asked]
+                assert sum(p == fact.value for p, fact in zip(picked, asked, strict=True)) * 4 == len(asked)
+
+
 def test_a_question_about_a_picture_is_answered_from_the_picture(vl_data: Path, vl_base: Path) -> None:
     """Known on evaluation pictures it never trained on; and the same question with the same options, shown
     another entity's picture, gets that entity's answer: the answer comes from the picture, not the text."""
     model, processor = load_vl_model(vl_base)
     questions = read_jsonl(vl_data / "questions" / "retain.jsonl") + read_jsonl(vl_data / "questions" / "forget.jsonl")
-    accuracy = vl_multiple_choice_accuracy(model, processor.tokenizer, processor.image_processor, questions, vl_data)
+    accuracy = vl_multiple_choice_accuracy(model, processor.tokenizer, processor.image_processor, questions,
+                                           vl_data / "questions")
     assert accuracy >= 0.8, accuracy
 
     world = build_vl_world(entities_per_domain=4, seed=SEED)
@@ -141,7 +136,8 @@ def test_cli_answers_about_a_picture_and_refuses_bad_input(vl_data: Path, vl_bas
         monkeypatch.setattr("sys.argv", ["cli.py", "--device", "cpu", "--max-tokens", "4", *arguments])
         cli.main()
 
-    run("--model", str(vl_base), "--image", str(vl_data / question["image"]), "--prompt", question["question"],
+    image = vl_data / "questions" / question["image"]  # relative to the question file's folder
+    run("--model", str(vl_base), "--image", str(image), "--prompt", question["question"],
         "--choices", *question["choices"])
     printed = capsys.readouterr().out
     assert f"{question['choices'][question['answer']]}  <- most likely" in printed, printed
@@ -154,7 +150,7 @@ def test_cli_answers_about_a_picture_and_refuses_bad_input(vl_data: Path, vl_bas
     GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=32)).save_pretrained(text_only)
     with pytest.raises(UserError, match=r"text-only model .*cannot take --image"):
-        run("--model", str(text_only), "--image", str(vl_data / question["image"]), "--prompt", question["question"])
+        run("--model", str(text_only), "--image", str(image), "--prompt", question["question"])
 
 
 def test_llava_parameters_fall_into_vision_projector_and_language_groups() -> None:

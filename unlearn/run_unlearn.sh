@@ -14,7 +14,7 @@
 # Settings: every flag of unlearn.py is an environment variable, the flag in capitals (LR, RETAIN_WEIGHT,
 # LAYER_ID, NO_SAVE=1, ...; `uv run unlearn/unlearn.py --help` lists them all). unlearn.py reads them itself:
 # an explicit flag wins, and a misspelt variable (RETAIN_WIEGHT) is reported. This script reads:
-#   PRESET          real (default) or toy
+#   PRESET          real (default), toy, or toy-vlm (the vision-language organism, docs/multimodal.md)
 #   SEED            seed of the run (and of the toy organism's base model; default 42)
 #   BASE / MODEL    base model to unlearn (default: the preset's base, e.g. models/toy-base-s42)
 #   PRINT_OUTDIR=1  print only the output folder and exit (nothing is loaded, built or trained)
@@ -47,8 +47,8 @@ PRESET=${PRESET:-real}
 SEED=${SEED:-42}
 case $PRESET in
     real) ;;
-    toy) export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ;;  # the organism never needs the hub
-    *) echo "error: unknown PRESET '$PRESET'; use real or toy" >&2; exit 2 ;;
+    toy|toy-vlm) export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ;;  # the organisms never need the hub
+    *) echo "error: unknown PRESET '$PRESET'; use real, toy or toy-vlm" >&2; exit 2 ;;
 esac
 
 arguments=(--method "$METHOD" --preset "$PRESET" --seed "$SEED")
@@ -63,6 +63,9 @@ if [[ $PRESET == toy && -z $MODEL ]] && ! switched_on PRINT_OUTDIR; then
     if [[ ! -d models/toy-base-s$SEED ]]; then
         uv run --quiet "$REPO/experiment/build_organism.py" --seed "$SEED"
     fi
+fi
+if [[ $PRESET == toy-vlm && -z $MODEL ]] && ! switched_on PRINT_OUTDIR && [[ ! -d models/toy-vlm-base-s$SEED ]]; then
+    uv run --quiet "$REPO/experiment/build_vlm_organism.py" --seed "$SEED"  # data and both models
 fi
 
 # rapidun's per-text weights, when missing (influence_weights.py skips itself when they exist).

@@ -9,6 +9,7 @@
 
     uv run unlearn/unlearn.py --method cb_lat                          # real preset, its defaults
     uv run unlearn/unlearn.py --method npo --preset toy --lr 3e-4       # the toy organism
+    uv run unlearn/unlearn.py --method ga --preset toy-vlm              # the vision-language organism
     LR=3e-4 PRESET=toy uv run unlearn/unlearn.py --method npo           # the same: every flag has a variable
     ./unlearn/run_unlearn.sh npo                                        # the same, plus the organism if missing
     uv run unlearn/unlearn.py --list-methods table                      # the methods (docs/unlearning.md)
@@ -24,6 +25,11 @@ missing). --forget-weights / --retain-weights weight the per-text terms of *any*
 sets how many retain texts each step sees per forget text (default 1:1; rapidun 3:1).
 
 Formulas: brittle/methods.py (one loss function per method). Shared loop: brittle/trainer.py.
+
+A vision-language base model (its config says `model_type: llava`) is unlearned on `{image, question,
+answer}` JSONL records (loss on the answer tokens; images relative to the file's folder) and evaluated by
+multiple choice on pictures (brittle.vlm); methods whose loss acts on hidden states (rmu, cb, lat, cb_lat) or
+on text-only influence weights (rapidun) refuse it. `--preset toy-vlm` is the VL organism (docs/multimodal.md).
 
 The output folder encodes the base model, the method and its relevant hyperparameters, so runs never
 overwrite each other:
@@ -354,11 +360,13 @@ def main() -> None:
         return
     preset = get_preset(args.preset, args.seed)
     args, defaults = resolve_settings(args, preset)
-    if args.preset == "toy" and not Path(args.model).exists():  # the folder's name is the run's name
+    if args.preset != "real" and not Path(args.model).exists():  # the folder's name is the run's name
         if args.model != preset.base:
             raise UserError(f"model {args.model} not found: no such folder; check --model (MODEL / BASE)")
-        raise UserError(f"toy base model {args.model} not found; build the organism with "
-                        "`PRESET=toy ./experiment/pipeline.sh` (or run ./unlearn/run_unlearn.sh, which builds it)")
+        build = ("`PRESET=toy ./experiment/pipeline.sh`" if args.preset == "toy" else
+                 f"`uv run experiment/build_vlm_organism.py --seed {args.seed}`")
+        raise UserError(f"{args.preset} base model {args.model} not found; build the organism with {build} "
+                        f"(or run PRESET={args.preset} ./unlearn/run_unlearn.sh, which builds it)")
     run = run_name(args.model, args.method, args, defaults)
     outdir = Path(args.outdir) if args.outdir else Path(args.unlearned_root) / run
     if args.print_outdir:
@@ -380,8 +388,16 @@ def main() -> None:
     if args.push_to_hub:
         check_hub_token()
 
-    # Missing, empty or overlapping text files fail now, in a second, rather than after the heavy imports.
-    check_disjoint(read_texts(args.forget_data, what="forget data"), read_texts(args.retain_data, what="retain data"))
+    # Missing, empty or overlapping data files fail now, in a second, rather than after the heavy imports.
+    from brittle.vlm import check_disjoint_pictures, is_vision_language_checkpoint, read_vl_records
+
+    if is_vision_language_checkpoint(args.model):  # its config says so (model_type llava): image records
+        check_vision_language_method(args.method, args.model)
+        check_disjoint_pictures(read_vl_records(args.forget_data, "forget data"),
+                                read_vl_records(args.retain_data, "retain data"))
+    else:
+        check_disjoint(read_texts(args.forget_data, what="forget data"),
+                       read_texts(args.retain_data, what="retain data"))
 
     # NUM_PROCESSES > 1 or ACCELERATE_CONFIG: this very command again, under `accelerate launch`.
     relaunch_if_requested()
@@ -394,6 +410,14 @@ def main() -> None:
                    process_start)
     if args.push_to_hub:
         push_to_hub(outdir, args)
+
+
+def check_vision_language_method(method: str, model: str) -> None:
+    """A `UserError` when `method`'s loss does not apply unchanged to a vision-language model's language side."""
+    reason = METHODS[method].not_for_vision_language
+    if reason:
+        usable = ", ".join(name for name, card in METHODS.items() if not card.not_for_vision_language)
+        raise UserError(f"{method} cannot unlearn the vision-language model {model}: it {reason}; use one of: {usable}")
 
 
 def check_hub_token() -> None:

@@ -1,0 +1,95 @@
+"""Unlearning and the relearning attack on the vision-language organism, through the same scripts as for text.
+
+Uses conftest.py's small VL organism (`vl_data`, `vl_base`: 4 entities per domain); `PRESET=toy-vlm` finds its
+data under `data/toy-vlm/` of the working directory, so the tests run in a folder that links it there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from brittle.cli import UserError
+from brittle.outputs import read_csv
+from conftest import load_script
+
+unlearn = load_script("unlearn/unlearn.py")
+relearn = load_script("experiment/relearn_attack.py")
+
+
+@pytest.fixture(scope="module")
+def vl_workspace(vl_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory whose `data/toy-vlm` is the test organism's data (where the toy-vlm preset looks)."""
+    folder = tmp_path_factory.mktemp("vl-workspace")
+    (folder / "data").mkdir()
+    (folder / "data" / "toy-vlm").symlink_to(vl_data)
+    return folder
+
+
+def run_unlearn(workspace: Path, monkeypatch: pytest.MonkeyPatch, *arguments: str) -> None:
+    """unlearn/unlearn.py in-process, in `workspace`, with no settings taken from the environment."""
+    monkeypatch.chdir(workspace)
+    for variable in unlearn.environment_variables():
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr("sys.argv", ["unlearn.py", "--preset", "toy-vlm", *arguments])
+    unlearn.main()
+
+
+@pytest.fixture(scope="module")
+def vl_unlearned(vl_workspace: Path, vl_base: Path) -> Path:
+    """The test organism's base after a short gradient ascent with LoRA, made by unlearn.py (toy-vlm preset)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_unlearn(vl_workspace, monkeypatch, "--method", "ga", "--model", str(vl_base), "--lora-rank", "8",
+                    "--lr", "1e-2", "--batch-size", "16", "--max-steps", "12", "--eval-interval", "0")
+    (folder,) = (vl_workspace / "unlearned_models").iterdir()
+    return folder
+
+
+@pytest.mark.slow
+def test_vl_unlearning_runs_through_unlearn_py_and_lowers_forget_accuracy(vl_unlearned: Path, vl_base: Path,
+                                                                          vl_data: Path) -> None:
+    """The run is named like a text run, saves a LLaVA with its processor, and its Step 0 (multiple choice on
+    pictures) shows the forget questions lost while the retain questions mostly stay."""
+    from brittle.vlm import evaluate_vl_model, load_vl_model
+
+    assert vl_unlearned.name.startswith(f"{vl_base.name}__ga__ep1_lr1e-02_bs16_rw1.0")
+    record = json.loads((vl_unlearned / "unlearn_run.json").read_text())
+    assert record["preset"] == "toy-vlm" and record["hyperparameters"]["lora_rank"] == 8
+    after = json.loads((vl_unlearned / "evals" / "summary.json").read_text())
+    assert set(after) == {"forget", "forget_t", "forget_v", "retain"}
+    model, processor = load_vl_model(vl_base)
+    before = evaluate_vl_model(model, processor, ("forget", "retain"), [vl_data / "questions"])
+    assert before["forget"]["acc"] >= 0.8, before
+    assert after["forget"]["acc"] <= before["forget"]["acc"] - 0.3, (before, after)
+    assert after["retain"]["acc"] >= 0.6, (before, after)
+    load_vl_model(vl_unlearned)  # a plain model folder: LoRA merged, processor saved
+
+
+def test_a_method_on_hidden_states_refuses_a_vl_model_in_one_line(vl_workspace: Path, vl_base: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError) as error:
+        run_unlearn(vl_workspace, monkeypatch, "--method", "rmu", "--model", str(vl_base))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("rmu cannot unlearn the vision-language model") and "image tokens" in message
+    assert "use one of: ga_simple, ga, grad_diff" in message
+    assert not (vl_workspace / "unlearned_models" / f"{vl_base.name}__rmu").exists()
+
+
+@pytest.mark.slow
+def test_relearning_attack_on_the_vl_organism_writes_a_b_c_f(vl_workspace: Path, vl_base: Path, vl_unlearned: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """T/V halves of the forget entities' pictures; the unlearned model stands in for the filtered one (the
+    test organism has no filtered model), which changes nothing in how the conditions are computed."""
+    monkeypatch.chdir(vl_workspace)
+    relearn.main(["--model-a", str(vl_base), "--model-b", str(vl_unlearned), "--filtered", str(vl_unlearned),
+                  "--preset", "toy-vlm", "--num-lrs", "1", "--lr-range", "3e-3,3e-3", "--epochs", "2",
+                  "--device", "cpu", "--output-root", str(vl_workspace / "outputs")])
+    (folder,) = (vl_workspace / "outputs").glob("*__to__*/relearn_attack_seed42")
+    conditions = {row["condition"]: float(row["v_accuracy"]) for row in read_csv(folder / "conditions.csv")}
+    assert set(conditions) == {"A", "B", "C", "F"}
+    summary = read_csv(folder / "summary.csv")[0]
+    assert float(summary["c_base_rtt"]) >= 0.8  # the base knows V, and fine-tuning on T does not undo that
+    assert summary["recovery_rate"] != ""
