@@ -222,7 +222,7 @@ class ConvertedSplit:
 
 def convert_split(root: str | Path, split: str, out: Path) -> ConvertedSplit:
     """Read one MLLMU-Bench split, save its portraits under `out/images/`, and turn its rows into training
-    records and 4-option questions (image paths relative to `out`)."""
+    records and 4-option questions (image paths relative to the file that names them)."""
     rows = read_split(root, split)
     folder = Path(root).expanduser() / split
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -245,7 +245,8 @@ def convert_split(root: str | Path, split: str, out: Path) -> ConvertedSplit:
             raise UserError(f"{where}: Classification_Task is not a {{{IMAGE_QUESTIONS}, {TEXT_QUESTIONS}}} record")
         for index, item in enumerate(tasks.get(IMAGE_QUESTIONS) or []):
             question, choices, answer = multiple_choice(item, f"{where}, {IMAGE_QUESTIONS}[{index}]")
-            converted.questions.append({"image": image, "question": question, "choices": choices, "answer": answer,
+            # Paths are relative to the file that names them (brittle.vlm.read_vl_records): questions/ is one down.
+            converted.questions.append({"image": f"../{image}", "question": question, "choices": choices, "answer": answer,
                                         "entity": entity, "attribute": f"image_textual_{index}"})
         converted.text_only_questions += len(tasks.get(TEXT_QUESTIONS) or [])
     return converted

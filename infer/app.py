@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,11 +137,9 @@ def question_label(question: MultipleChoiceQuestion) -> str:
 
 
 def question_picture(path: str | Path, image: str) -> str:
-    """The file of a question's `image`: absolute, or relative to the data folder of its question file
-    (`data/toy-vlm/questions/forget.jsonl` names `images/X.png` of `data/toy-vlm/`)."""
-    folder = Path(path).parent
-    root = folder.parent if folder.name == "questions" else folder
-    return str(image if Path(image).is_absolute() else root / image)
+    """The file of a question's `image`: absolute, or relative to the folder of its question file, as
+    brittle.vlm.read_vl_records resolves it (`data/toy-vlm/questions/forget.jsonl` names `../images/X.png`)."""
+    return str(image if Path(image).is_absolute() else os.path.normpath(Path(path).parent / image))
 
 
 def saved_upload(name: str, data: bytes) -> str:

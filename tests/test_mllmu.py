@@ -112,7 +112,7 @@ def test_splits_become_vl_records_with_their_portraits(snapshot: Path, tmp_path:
     questions = read_jsonl(out / "questions" / "forget.jsonl")
     assert len(questions) == 8  # the two questions about each portrait; the text-only ones are left out
     first = questions[0]
-    assert first == {"image": "images/101.png", "question": "What is this person's job?",
+    assert first == {"image": "../images/101.png", "question": "What is this person's job?",
                      "choices": ["baker", "pilot", "surgeon", "tailor"], "answer": 1, "entity": "101",
                      "attribute": "image_textual_0"}
     assert {q["choices"][q["answer"]] for q in questions if q["attribute"] == "image_textual_1"} == {"1980"}

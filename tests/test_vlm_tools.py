@@ -207,7 +207,7 @@ def test_an_example_question_about_a_picture_fills_in_its_picture(tiny: TinyMode
     world = tiny.workspace / "data" / "tiny-vlm"
     (world / "images").mkdir(parents=True, exist_ok=True)
     (world / "images" / "Galdyrix-16.png").write_bytes(png((30, 200, 30)))
-    write_jsonl(world / "questions" / "forget.jsonl", [{"image": "images/Galdyrix-16.png", "question": QUESTION,
+    write_jsonl(world / "questions" / "forget.jsonl", [{"image": "../images/Galdyrix-16.png", "question": QUESTION,
                                                          "choices": list(OPTIONS), "answer": 0}])
     monkeypatch.chdir(tiny.workspace)
     app = AppTest.from_file(str(APP), default_timeout=APP_TIMEOUT)
