@@ -246,8 +246,8 @@ def convert_split(root: str | Path, split: str, out: Path) -> ConvertedSplit:
         for index, item in enumerate(tasks.get(IMAGE_QUESTIONS) or []):
             question, choices, answer = multiple_choice(item, f"{where}, {IMAGE_QUESTIONS}[{index}]")
             # Paths are relative to the file that names them (brittle.vlm.read_vl_records): questions/ is one down.
-            converted.questions.append({"image": f"../{image}", "question": question, "choices": choices, "answer": answer,
-                                        "entity": entity, "attribute": f"image_textual_{index}"})
+            converted.questions.append({"image": f"../{image}", "question": question, "choices": choices,
+                                        "answer": answer, "entity": entity, "attribute": f"image_textual_{index}"})
         converted.text_only_questions += len(tasks.get(TEXT_QUESTIONS) or [])
     return converted
 
