@@ -225,7 +225,7 @@ def test_an_example_question_about_a_picture_fills_in_its_picture(tiny: TinyMode
 
 def test_converted_mllmu_records_are_read_by_the_vl_scoring_and_training_code(tiny: TinyModels, tmp_path: Path) -> None:
     """data/mllmu/ in the organism's format: its questions are scored and its training records encoded with their
-    portraits by the very functions that read data/toy-vlm/ (image paths relative to the data folder)."""
+    portraits by the very functions that read data/toy-vlm/ (image paths relative to the file that names them)."""
     from test_mllmu import FORGET, RETAIN, profile, write_split
 
     from brittle.mllmu import FORGET_SPLIT, RETAIN_SPLIT, convert_mllmu
@@ -239,7 +239,8 @@ def test_converted_mllmu_records_are_read_by_the_vl_scoring_and_training_code(ti
     model, processor = load_vl_model(tiny.workspace / tiny.base)
 
     questions = read_jsonl(out / "questions" / "forget.jsonl")
-    scores = vl_choice_log_likelihoods(model, processor.tokenizer, processor.image_processor, questions, out)
+    scores = vl_choice_log_likelihoods(model, processor.tokenizer, processor.image_processor, questions,
+                                       out / "questions")
     assert len(scores) == len(questions) == 8
     assert all(len(row) == 4 and all(math.isfinite(score) and score < 0 for score in row) for row in scores)
 
