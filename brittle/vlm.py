@@ -499,21 +499,19 @@ def check_vision_language_model(name: str) -> None:
                         "pass a vision-language model such as models/toy-vlm-base-s42 or llava-hf/llava-1.5-7b-hf")
 
 
-def load_vl_model(folder: str | Path, device: str = "cpu", dtype: str = "auto") -> tuple[PreTrainedModel, Any]:
-    """A LLaVA model in eval mode and its processor (`.tokenizer`, `.image_processor`), from a folder or hub id."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+def load_vl_model(folder: str | Path, device: str = "cpu", dtype: str = "auto",
+                  attn_implementation: str | None = None) -> tuple[PreTrainedModel, Any]:
+    """A LLaVA model in eval mode and its processor (`.tokenizer`, `.image_processor`), from a folder or hub id:
+    the model through brittle.models.load_model (the one loader: checks, device placement, attention backend)."""
+    from transformers import AutoProcessor
 
-    from brittle.models import model_load_error
-    from brittle.runtime import resolve_device, resolve_dtype
+    from brittle.models import load_model, model_load_error
 
-    resolved_device = resolve_device(device)
+    model = load_model(str(folder), device, dtype, attn_implementation)
     try:
         processor = AutoProcessor.from_pretrained(str(folder))
-        model = LlavaForConditionalGeneration.from_pretrained(str(folder), dtype=resolve_dtype(dtype, resolved_device))
     except (OSError, ValueError) as error:
         raise model_load_error(str(folder), error) from error
-    model.to(resolved_device)
-    model.eval()
     return model, processor
 
 
