@@ -32,6 +32,8 @@
 #                 lists). With GPUs and DEVICE auto or cuda, independent steps run one per free GPU
 #                 (GPUS_PER_JOB GPUs each, default 1; JOBS caps how many at once)
 #   DRY_RUN=1     print the plan (steps, wave, device, what would be skipped) and run nothing
+#   WARM_START=0  start every CPU step through `uv run` (default 1: torch and transformers are imported once
+#                 and each CPU step whose environment is the pipeline's starts as a fork; brittle/warmstart.py)
 #   WORKDIR       where data/, models/, unlearned_models/ and outputs/ live (default: the repository root)
 #   MAX_SAMPLES   texts per split for the activation steps (default: the scripts' 500)
 #
@@ -56,7 +58,7 @@ export ENABLE_PRETRAIN_COMPARISON=${ENABLE_PRETRAIN_COMPARISON:-0} ENABLE_CB_COM
 # The attack suite (Steps 14-18 and the verdict): on for the organism; off by default for the real models,
 # whose quantization and membership-inference paths have not yet run on a GPU (docs/attacks.md).
 if [[ ${PRESET:-real} == toy ]]; then export ENABLE_ATTACKS=${ENABLE_ATTACKS:-1}; else export ENABLE_ATTACKS=${ENABLE_ATTACKS:-0}; fi
-export DRY_RUN=${DRY_RUN:-0}
+export DRY_RUN=${DRY_RUN:-0} WARM_START=${WARM_START:-1}
 FORCE=()
 for argument in "$@"; do
     case $argument in

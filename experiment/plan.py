@@ -1,6 +1,6 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = ["brittle", "wandb>=0.18"]
+# dependencies = ["brittle[steps]"]  # the pipeline steps' one environment (pyproject.toml)
 #
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }
@@ -8,7 +8,8 @@
 """The pipeline's planner and scheduler: what `experiment/pipeline.sh` asks before and while running steps.
 
 It reads the pipeline's settings from the environment (PRESET, SEED, SEEDS, STEPS, JOBS, DRY_RUN, BASE, ...,
-see pipeline.sh) and the steps from `experiment/steps.py`, and never loads torch.
+see pipeline.sh) and the steps from `experiment/steps.py`. Only `run` loads torch, once, to warm-start the CPU
+steps (WARM_START, brittle/warmstart.py); that is why this script's environment is the steps' own.
 
     uv run experiment/plan.py check
         checks every setting, flag, step name and model before anything runs: one `error:` line otherwise
@@ -61,8 +62,10 @@ from brittle.identity import Identity, read_identity
 from brittle.outputs import comparison_name, model_slug, skip_if_complete, write_text
 from brittle.preflight import check_forget_baseline
 from brittle.presets import PRESETS, get_preset
+from brittle.warmstart import ForkedScript, WarmStart, same_environment
 
 STEP_0_MISSING = 3  # exit status of `preflight` when it cannot answer without measuring
+WARM_NOTE = "   # warm start: forked from the pipeline's interpreter (brittle/warmstart.py)"
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 # Shell variable -> preset field.
@@ -84,7 +87,7 @@ SHELL_VARIABLES = {
 MODEL_VARIABLES = ("BASE", "FILTERED", "UNLEARNED", "PRETRAIN", "CB_MODEL")
 # Flags that add comparisons, and flags that steps name in `enabled_by`: each is 0 (default) or 1.
 COMPARISON_FLAGS = ("ENABLE_PRETRAIN_COMPARISON", "ENABLE_CB_COMPARISONS")
-FLAGS = tuple(dict.fromkeys([*COMPARISON_FLAGS, "DRY_RUN",
+FLAGS = tuple(dict.fromkeys([*COMPARISON_FLAGS, "DRY_RUN", "WARM_START",
                              *(entry.enabled_by for entry in STEPS if entry.enabled_by)]))
 
 
@@ -153,10 +156,12 @@ def gpu_list() -> list[str]:
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one task runs: a name for the plan, and the environment it adds."""
+    """Where one task runs: a name for the plan, the environment it adds, and whether it is a CPU slot (whose
+    steps may be warm-started: brittle/warmstart.py)."""
 
     name: str
     environment: dict[str, str] = field(default_factory=dict)
+    cpu: bool = True
 
 
 def slots(device: str) -> list[Slot]:
@@ -171,7 +176,7 @@ def slots(device: str) -> list[Slot]:
         groups = [gpus[start:start + per_job] for start in range(0, len(gpus) - per_job + 1, per_job)]
         if not groups:
             raise UserError(f"GPUS_PER_JOB={per_job} is more than the {len(gpus)} GPU(s) available; lower it")
-        return [Slot(f"GPU {','.join(group)}", {"CUDA_VISIBLE_DEVICES": ",".join(group)})
+        return [Slot(f"GPU {','.join(group)}", {"CUDA_VISIBLE_DEVICES": ",".join(group)}, cpu=False)
                 for group in groups[:jobs]]
     count = jobs or 1
     if count == 1:
@@ -292,10 +297,17 @@ class Task:
     label: str
     folder: Path  # the step's results folder; its existence (through the shared skip logic) is "done"
     writes: tuple[Path, ...]  # every folder it writes, for ordering tasks that share one
-    command: list[str]
+    script: str  # the step script's path
+    arguments: list[str]  # its command-line arguments
     done: bool = False
     ran_earlier: bool = False  # ran in an earlier stage of this pipeline run (Step 0 of Base, --force)
     after: set[int] = field(default_factory=set)  # indices of tasks this one waits for
+    interpreter: tuple[str, ...] = ("uv", "run", "--quiet")  # what runs the script when it is not warm-started
+
+    @property
+    def command(self) -> list[str]:
+        """How a user runs this step by hand (and how it runs when it is not warm-started)."""
+        return [*self.interpreter, self.script, *self.arguments]
 
 
 def unit_folder(models: tuple[str, ...], root: Path) -> Path:
@@ -327,18 +339,17 @@ def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -
         arguments += ["--max-samples", str(study.max_samples)]
     script = str(REPOSITORY / entry.script)
     if entry.scope == "study":
-        return Task(entry, (), entry.name, root, (), ["uv", "run", "--quiet", script, "--output-root", str(root),
-                                                     *arguments])
+        return Task(entry, (), entry.name, root, (), script, ["--output-root", str(root), *arguments])
     model_arguments = ["--model", models[0]] if len(models) == 1 else ["--model-a", models[0], "--model-b", models[1]]
-    command = ["uv", "run", script, *model_arguments, "--output-root", str(root), "--device", study.device,
-               "--dtype", study.dtype, "--seed", str(study.seed), *(["--force"] if force else []), *arguments]
+    arguments = [*model_arguments, "--output-root", str(root), "--device", study.device, "--dtype", study.dtype,
+                 "--seed", str(study.seed), *(["--force"] if force else []), *arguments]
     folder = unit_folder(models, root) / folder_name
     roles = {"model": models[:1], "model_a": models[:1], "model_b": models[-1:], "comparison": models,
              "filtered": (study.filtered,)}
     writes = (*(unit_folder(models, root) / output.replace("*", str(study.seed)) for output in entry.outputs),
               *(unit_folder(roles[role], root) / name.format(seed=study.seed) for role, name in entry.also_writes))
     label = f"{folder_name}: {' -> '.join(models)}"
-    return Task(entry, models, label, folder, writes, command, done=not force and is_done(folder, models))
+    return Task(entry, models, label, folder, writes, script, arguments, done=not force and is_done(folder, models))
 
 
 def units(entry: Step, study: Study) -> list[tuple[str, ...]]:
@@ -478,12 +489,15 @@ def log_file_name(index: int, label: str) -> str:
     return f"{index + 1:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', label)[:120]}.log"
 
 
-def run_tasks(tasks: list[Task], study: Study, pool: list[Slot], log_dir: Path) -> None:
+def run_tasks(tasks: list[Task], study: Study, pool: list[Slot], log_dir: Path,
+              warm_start: WarmStart | None = None) -> None:
     """Run every task not done, as many at a time as there are slots, each as soon as its waits are over.
 
     One slot: each step's output goes to the terminal, as a plain sequential run. Several: each step writes
     its own log (log_dir), and the terminal shows one line when a step starts and one when it ends. A failed
-    step stops new starts; running steps finish; the error names the step and its log.
+    step stops new starts; running steps finish; the error names the step and its log. With `warm_start`, a
+    step on a CPU slot whose script shares this script's environment starts as a fork of this process
+    instead of through `uv run` (the same script, arguments and environment; no interpreter start-up).
     """
     pending = [index for index, task in enumerate(tasks) if not task.done]
     for task in tasks:
@@ -495,7 +509,8 @@ def run_tasks(tasks: list[Task], study: Study, pool: list[Slot], log_dir: Path) 
         print(f"\n==> {len(pending)} step(s) on {len(pool)} slots ({', '.join(slot.name for slot in pool)}); "
               f"logs in {log_dir}/")
     finished: set[int] = set()
-    running: dict[int, tuple[subprocess.Popen, Slot, float, Path | None]] = {}
+    running: dict[int, tuple[subprocess.Popen | ForkedScript, Slot, float, Path | None]] = {}
+    base_environment = dict(os.environ)  # before anything this process does (W&B) can add to it
     failed: list[tuple[Task, int, Path | None]] = []
     free = list(pool)
 
@@ -514,19 +529,22 @@ def run_tasks(tasks: list[Task], study: Study, pool: list[Slot], log_dir: Path) 
                 break
             pending.remove(ready)
             task, slot = tasks[ready], free.pop(0)
-            environment = {**os.environ, **slot.environment}
+            environment = {**base_environment, **slot.environment}
+            warm = warm_start is not None and slot.cpu and same_environment(task.script, __file__)
             if parallel:
                 log = log_dir / log_file_name(ready, task.label)
                 print(f"==> started  {task.label} [{slot.name}]", flush=True)
                 with open(log, "w", encoding="utf-8") as output:
-                    output.write(f"$ {shlex.join(task.command)}\n")
+                    output.write(f"$ {shlex.join(task.command)}{WARM_NOTE if warm else ''}\n")
                     output.flush()
-                    process = subprocess.Popen(task.command, stdout=output, stderr=subprocess.STDOUT, env=environment,
-                                               start_new_session=True)
+                    process = warm_start.start(task.script, task.arguments, environment, output.fileno()) if warm \
+                        else subprocess.Popen(task.command, stdout=output, stderr=subprocess.STDOUT,
+                                              env=environment, start_new_session=True)
             else:
                 log = None
                 print(f"\n==> {task.label}", flush=True)
-                process = subprocess.Popen(task.command, env=environment, start_new_session=True)
+                process = warm_start.start(task.script, task.arguments, environment) if warm \
+                    else subprocess.Popen(task.command, env=environment, start_new_session=True)
             running[ready] = (process, slot, time.monotonic(), log)
         if not running:
             break
@@ -654,10 +672,16 @@ def run_stage(stage: str, force: bool) -> None:
         write_manifest(study)
         for task in tasks:
             if task.step.manifest:
-                task.command += ["--manifest", str(study.output_root / ".manifests" / f"seed{study.seed}.tsv")]
+                task.arguments += ["--manifest", str(study.output_root / ".manifests" / f"seed{study.seed}.tsv")]
     log_dir = study.output_root / ".logs" / f"{datetime.now():%Y%m%d-%H%M%S}-seed{study.seed}-{stage}"
+    warm_start = None
+    if flag("WARM_START") and any(slot.cpu for slot in pool) and \
+            any(not task.done and same_environment(task.script, __file__) for task in tasks):
+        warm_start = WarmStart()
+        print(f"==> warm start: torch and transformers imported once ({warm_start.seconds:.1f} s); CPU steps start "
+              "as forks of this process (WARM_START=0: each through `uv run`)", flush=True)
     try:
-        run_tasks(tasks, study, pool, log_dir)
+        run_tasks(tasks, study, pool, log_dir, warm_start)
     except StepFailedError as failure:
         print(f"error: {failure}", file=sys.stderr)
         sys.exit(failure.status)

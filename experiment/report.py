@@ -1,6 +1,6 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = ["brittle", "wandb>=0.18"]
+# dependencies = ["brittle[steps]"]  # the pipeline steps' one environment (pyproject.toml)
 #
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }

@@ -119,18 +119,22 @@ def test_finished_steps_are_skipped_and_a_missing_needed_step_is_refused(tmp_pat
 
 # ---- running ----------------------------------------------------------------------------------------------
 
-def python_task(label: str, code: str, after: set[int] = frozenset()) -> plan.Task:
-    return plan.Task(steps.step("evals"), ("m",), label, Path("/nonexistent"), (),
-                     [sys.executable, "-c", code], after=set(after))
+def python_task(folder: Path, label: str, code: str, after: set[int] = frozenset()) -> plan.Task:
+    """A task that runs `code` as a script with this interpreter (the scheduler does not care what it runs)."""
+    script = folder / f"{label.replace(' ', '_')}.py"
+    script.write_text(code)
+    return plan.Task(steps.step("evals"), ("m",), label, Path("/nonexistent"), (), str(script), [], after=set(after),
+                     interpreter=(sys.executable,))
 
 
 def test_independent_steps_run_side_by_side_and_waits_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PIPELINE_LEDGER", str(tmp_path / "ledger.tsv"))
     marker = tmp_path / "first-done"
     sleep = "import time; time.sleep(1.5)"
-    tasks = [python_task("a", f"{sleep}; open({str(marker)!r}, 'w').close()"),
-             python_task("b", sleep),
-             python_task("c", f"import os, sys; sys.exit(0 if os.path.exists({str(marker)!r}) else 7)", after={0})]
+    tasks = [python_task(tmp_path, "a", f"{sleep}; open({str(marker)!r}, 'w').close()"),
+             python_task(tmp_path, "b", sleep),
+             python_task(tmp_path, "c", f"import os, sys; sys.exit(0 if os.path.exists({str(marker)!r}) else 7)",
+                         after={0})]
     pool = [plan.Slot("one"), plan.Slot("two")]
     started = time.monotonic()
     plan.run_tasks(tasks, study(tmp_path), pool, tmp_path / "logs")
@@ -142,12 +146,74 @@ def test_independent_steps_run_side_by_side_and_waits_hold(tmp_path: Path, monke
 
 def test_a_failed_step_stops_new_starts_and_names_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PIPELINE_LEDGER", str(tmp_path / "ledger.tsv"))
-    tasks = [python_task("broken", "import sys; print('the cause'); sys.exit(5)"),
-             python_task("after it", "pass", after={0})]
+    tasks = [python_task(tmp_path, "broken", "import sys; print('the cause'); sys.exit(5)"),
+             python_task(tmp_path, "after it", "pass", after={0})]
     with pytest.raises(plan.StepFailedError, match=r"'broken' failed \(exit 5\); its log: .*broken.log") as failure:
         plan.run_tasks(tasks, study(tmp_path), [plan.Slot("one"), plan.Slot("two")], tmp_path / "logs")
     assert failure.value.status == 5 and "(1 step(s) not started)" in str(failure.value)
     assert "the cause" in next((tmp_path / "logs").glob("*broken.log")).read_text()
+
+
+def test_a_step_in_the_pipelines_environment_is_warm_started_and_behaves_like_its_own_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A CPU step whose lockfile is plan.py's runs as a fork of the planner: its own session, arguments,
+    environment (with its slot's variables), output and exit status, and a sibling import works; a step in
+    another environment (no such lockfile) is started as before."""
+    from brittle.warmstart import WarmStart
+
+    monkeypatch.setenv("PIPELINE_LEDGER", str(tmp_path / "ledger.tsv"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # this test's children must not touch OpenMP
+    (tmp_path / "sibling.py").write_text("VALUE = 'sibling imported'\n")
+    report = ("import os, sys, json, sibling; print(json.dumps({'argv': sys.argv[1:], 'slot': os.environ['SLOT'], "
+              "'preloaded': 'colorsys' in sys.modules, 'own_session': os.getsid(0) == os.getpid(), "
+              "'sibling': sibling.VALUE, 'main': __name__}))")
+    warm = python_task(tmp_path, "warm", report)
+    warm.arguments = ["--flag", "x y"]
+    (tmp_path / "warm.py.lock").write_bytes((REPO_ROOT / "experiment" / "plan.py.lock").read_bytes())
+    cold = python_task(tmp_path, "cold", report)
+    pool = [plan.Slot("one", {"SLOT": "1"}), plan.Slot("two", {"SLOT": "2"})]
+    plan.run_tasks([warm, cold], study(tmp_path), pool, tmp_path / "logs", WarmStart(preload=("colorsys",)))
+    import json
+
+    logs = {log.name.split("-")[1].removesuffix(".log"): log.read_text().splitlines() for log in
+            (tmp_path / "logs").glob("*.log")}
+    assert plan.WARM_NOTE in logs["warm"][0] and plan.WARM_NOTE not in logs["cold"][0]
+    warm_run, cold_run = json.loads(logs["warm"][-1]), json.loads(logs["cold"][-1])
+    assert warm_run == {"argv": ["--flag", "x y"], "slot": "1", "preloaded": True, "own_session": True,
+                        "sibling": "sibling imported", "main": "__main__"}
+    assert cold_run["preloaded"] is False and cold_run["slot"] == "2"  # a fresh interpreter
+
+
+@pytest.mark.parametrize(("code", "status", "last"), [
+    ("import sys; sys.exit(3)", 3, None),
+    ("raise ValueError('broken step')", 1, "ValueError: broken step"),
+    ("from brittle.cli import UserError, run_cli\ndef main():\n    raise UserError('no such model')\nrun_cli(main)",
+     2, "error: no such model"),
+    ("import time; time.sleep(60)", -15, None),  # killed by the pipeline's SIGTERM to its process group
+])
+def test_a_warm_started_script_exits_with_the_status_python_would_give_it(tmp_path: Path, code: str, status: int,
+                                                                          last: str | None):
+    import signal
+
+    from brittle.warmstart import WarmStart
+
+    script, log = tmp_path / "step.py", tmp_path / "step.log"
+    script.write_text(code)
+    with open(log, "w") as output:
+        child = WarmStart(preload=()).start(script, [], {"PATH": os.environ["PATH"]}, output.fileno())
+    if status < 0:
+        time.sleep(0.5)
+        os.killpg(child.pid, signal.SIGTERM)
+    assert child.wait() == status and child.poll() == status
+    if last:
+        assert log.read_text().strip().splitlines()[-1] == last
+
+
+def test_every_step_shares_the_planners_environment_so_the_whole_pipeline_warm_starts():
+    from brittle.warmstart import same_environment
+
+    for entry in steps.STEPS:
+        assert same_environment(REPO_ROOT / entry.script, REPO_ROOT / "experiment" / "plan.py"), entry.script
 
 
 def test_a_step_summary_goes_to_wandb_when_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -159,7 +225,7 @@ def test_a_step_summary_goes_to_wandb_when_configured(tmp_path: Path, monkeypatc
     folder = tmp_path / "org_base__to__org_filtered" / "mlp_attn_analysis"
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text('{"median_mlp_attn_ratio": 2.5, "by_layer": {"0": 1}, "name": "x"}')
-    task = plan.Task(steps.step("mlp_attn_analysis"), ("org/base", "org/filtered"), "t", folder, (), [])
+    task = plan.Task(steps.step("mlp_attn_analysis"), ("org/base", "org/filtered"), "t", folder, (), "", [])
     plan.log_summary_to_wandb(task, study(tmp_path))
     (_, run_name, config, metrics), kwargs = logged[0]
     assert run_name == "org_base__to__org_filtered/mlp_attn_analysis" and config["step"] == "mlp_attn_analysis"
