@@ -34,7 +34,8 @@ steps (WARM_START, brittle/warmstart.py); that is why this script's environment 
 Scheduling. Each step of each unit is a task; a task waits for (1) the steps it `needs` on the same unit,
 (2) the first task that computes the activation statistics of one of its models, when it reads them too,
 and (3) an earlier task that writes one of the same folders. Among the tasks whose waits are over, the one
-earliest in the plan (the order of experiment/steps.py) starts first on the first free slot.
+earliest in the plan (the order of experiment/steps.py) starts first on the first free slot; with several
+slots a `long` step (one that trains or perturbs) goes before the short ones.
 """
 
 from __future__ import annotations
@@ -411,15 +412,22 @@ def needed_tasks(every: dict, needed: Step, models: tuple[str, ...]) -> list[Tas
     return [every[(needed.name, models)]] if (needed.name, models) in every else []
 
 
+def start_order(tasks: list[Task], ready: list[int], slot_count: int) -> list[int]:
+    """The order in which ready tasks take free slots: with several slots the `long` steps first (longest
+    first keeps a long step from running alone at the end), then the plan's order; with one, the plan's."""
+    return sorted(ready, key=lambda index: (slot_count > 1 and not tasks[index].step.long, index))
+
+
 def waves(tasks: list[Task], slot_count: int) -> dict[int, tuple[int, int]]:
     """(wave, slot) of each task to run, if every task took the same time: in each wave the free slots take
-    the ready tasks earliest in the plan. The real run starts a task as soon as its waits are over."""
+    the ready tasks in `start_order`. The real run starts a task as soon as its waits are over."""
     placed: dict[int, tuple[int, int]] = {}
     pending = [index for index, task in enumerate(tasks) if not task.done]
     wave = 0
     while pending:
         wave += 1
-        ready = [index for index in pending if all(other in placed for other in tasks[index].after)][:slot_count]
+        ready = start_order(tasks, [index for index in pending
+                                    if all(other in placed for other in tasks[index].after)], slot_count)[:slot_count]
         if not ready:
             raise RuntimeError("the plan has a cycle")  # impossible: waits point to earlier tasks only
         for slot, index in enumerate(ready):
@@ -524,7 +532,8 @@ def run_tasks(tasks: list[Task], study: Study, pool: list[Slot], log_dir: Path,
     signal.signal(signal.SIGINT, stop_all)
     while pending or running:
         while free and not failed:
-            ready = next((index for index in pending if tasks[index].after <= finished), None)
+            ready = next(iter(start_order(tasks, [index for index in pending if tasks[index].after <= finished],
+                                          len(pool))), None)
             if ready is None:
                 break
             pending.remove(ready)

@@ -46,7 +46,9 @@ class Step:
     finished nor selected in STEPS stops the pipeline before it starts. `activations` marks a step that
     streams text through its models: the first such step of a model computes that model's activation
     statistics and the others start after it and reuse them. Two units that write the same folder
-    (`also_writes`, e.g. Base's attack runs, shared by every attacked model) run one after the other.
+    (`also_writes`, e.g. Base's attack runs, shared by every attacked model) run one after the other. With
+    several slots, the ready `long` steps start first (longest first is the classic rule that keeps one long
+    step from running alone at the end); with one slot the order is STEPS'.
     """
 
     name: str
@@ -65,6 +67,7 @@ class Step:
     folder_template: str | None = None  # the folder name when it differs from `name` (may hold {seed})
     summary: str = "summary.json"  # the file logged to W&B after the step, inside `folder`
     manifest: bool = False  # a study step told which comparisons this run made (`--manifest`: the report)
+    long: bool = False  # it trains or perturbs: with several slots, a ready long step starts before short ones
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
@@ -105,7 +108,7 @@ STEPS: tuple[Step, ...] = (
          arguments=TEXT_ARGUMENTS, texts=True, activations=True),
     Step("wmdp_tuned_lens", 6, "model", "experiment/layerwise_wmdp_accuracy.py",
          "logit and tuned lens on the forget questions", arguments=("--lens", "both", *TEXT_ARGUMENTS), texts=True,
-         activations=True, reads=("evals",), extra_outputs=("wmdp_logit_lens",)),
+         activations=True, reads=("evals",), extra_outputs=("wmdp_logit_lens",), long=True),
     Step("weight_comparison", 1, "comparison", "experiment/collect_weight_comparison.py",
          "ΔW per matrix, component and layer (the seed's Steps 1 and 2)", extra_outputs=("param_plots",)),
     Step("mlp_attn_analysis", 4, "comparison", "experiment/analyze_mlp_vs_attn.py", "MLP vs attention change",
@@ -123,11 +126,11 @@ STEPS: tuple[Step, ...] = (
     Step("row_space_projection", 11, "comparison", "experiment/row_space_projection_analysis.py",
          "activations in ΔW's row space", arguments=TEXT_ARGUMENTS, texts=True, activations=True),
     Step("lipschitzness", 12, "comparison", "experiment/local_lipschitzness_analysis.py",
-         "local Lipschitz estimates", arguments=TEXT_ARGUMENTS, texts=True),
+         "local Lipschitz estimates", arguments=TEXT_ARGUMENTS, texts=True, long=True),
     Step("relearn_attack", 13, "attack", "experiment/relearn_attack.py", "relearning attack (RTT)",
          arguments=("--filtered", "{filtered}", "--preset", "{preset}",
                     "--baseline-min-forget-acc", "{baseline_min_forget_acc}"),
-         reads=("evals",), folder_template="relearn_attack_seed{seed}", summary="summary.csv",
+         reads=("evals",), folder_template="relearn_attack_seed{seed}", summary="summary.csv", long=True,
          also_writes=(("model_a", "relearn_attack_seed{seed}"), ("model_b", "relearn_attack_seed{seed}"),
                       ("filtered", "relearn_attack_seed{seed}"))),
     # Steps 14-18: more attacks on each unlearned model, with the relearning attack's A/B/C/F conditions
@@ -139,7 +142,7 @@ STEPS: tuple[Step, ...] = (
            {"reads": ("weight_comparison",)}),
           ("benign_finetune", 15, "experiment/benign_finetune_attack.py", "benign fine-tuning on retain text",
            {"also_writes": (("model_a", "benign_finetune_seed{seed}"), ("model_b", "benign_finetune_seed{seed}"),
-                            ("filtered", "benign_finetune_seed{seed}"))}),
+                            ("filtered", "benign_finetune_seed{seed}")), "long": True}),
           ("directional_ablation", 16, "experiment/directional_ablation.py", "directional ablation", {}),
           ("prompt_probe", 17, "experiment/prompt_probe.py", "few-shot and paraphrase probing", {}),
           ("membership_inference", 18, "experiment/membership_inference.py",

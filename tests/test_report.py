@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from brittle.cli import UserError
+from brittle.cli import UserError, run_cli
 from brittle.outputs import read_csv, write_csv, write_json
-from conftest import assert_user_error, load_script, run_script
+from conftest import load_script
 
 steps = load_script("experiment/steps.py")  # the step registry report.py imports
 report = load_script("experiment/report.py")
@@ -76,12 +76,14 @@ def test_an_unreadable_file_is_reported_not_fatal(tmp_path: Path):
     assert "cannot read" in page and "per_matrix.csv" in page and "KeyError" in page
 
 
-def test_no_outputs_is_one_clear_line(tmp_path: Path):
+def test_no_outputs_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture):
     with pytest.raises(UserError, match="does not exist"):
         report.main(["--output-root", str(tmp_path / "nowhere")])
     (tmp_path / "empty").mkdir()
-    result = run_script("experiment/report.py", "--output-root", tmp_path / "empty", cwd=tmp_path, check=False)
-    assert_user_error(result, "no comparison folders")
+    with pytest.raises(SystemExit) as exit_request:  # as on the command line (the pipeline runs it there)
+        run_cli(lambda: report.main(["--output-root", str(tmp_path / "empty")]))
+    assert exit_request.value.code != 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no comparison folders")
 
 
 def test_a_number_from_a_misspelt_step_or_folder_fails_when_the_report_is_defined():
