@@ -42,6 +42,31 @@ def run_script(script: str, *args: str, cwd: Path, check: bool = True, timeout: 
     return result
 
 
+def run_in_process(script: str, *args: str, cwd: Path,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The script's `__main__` run in this process, from `cwd`, with `args` and `env` (no interpreter start-up):
+    the same code path as `run_script` for tests whose subject is not the script's environment. Its output
+    and exit status come back as `run_script` returns them; an uncaught exception fails the test as it is."""
+    import contextlib
+    import io
+    import runpy
+
+    from brittle.warmstart import exit_status
+
+    stdout, stderr, status = io.StringIO(), io.StringIO(), 0
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", [str(REPO_ROOT / script), *map(str, args)])
+        patch.syspath_prepend(str((REPO_ROOT / script).parent))  # what `python script.py` puts first
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        try:
+            runpy.run_path(str(REPO_ROOT / script), run_name="__main__")
+        except SystemExit as exit_request:
+            status = exit_status(exit_request.code)
+    return subprocess.CompletedProcess([script, *map(str, args)], status, stdout.getvalue(), stderr.getvalue())
+
+
 def last_line(text: str) -> str:
     """The last non-blank line of a program's output."""
     lines = [line for line in text.strip().splitlines() if line.strip()]

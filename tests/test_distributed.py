@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from brittle.outputs import read_csv
-from conftest import REPO_ROOT, ToyOrganism, run_script
+from conftest import REPO_ROOT, ToyOrganism, run_in_process, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -117,11 +117,13 @@ def test_two_processes_train_like_one(toy_organism: ToyOrganism, tmp_path: Path,
 def test_relearning_attack_on_two_processes_matches_one(toy_organism: ToyOrganism, finetuned_base: Path,
                                                         tmp_path: Path):
     rows = {}
-    for processes in ("1", "2"):
-        result = run_script("experiment/relearn_attack.py", "--model-a", toy_organism.base, "--model-b",
-                            finetuned_base, "--preset", "toy", "--num-lrs", "1", "--epochs", "1",
-                            "--baseline-min-forget-acc", "0", "--output-root", tmp_path / f"p{processes}",
-                            cwd=toy_organism.workspace, env={"NUM_PROCESSES": processes})
+    for processes in ("1", "2"):  # one process: this one (no start-up); two: launched as a user launches them
+        run = run_in_process if processes == "1" else run_script
+        result = run("experiment/relearn_attack.py", "--model-a", toy_organism.base, "--model-b",
+                     finetuned_base, "--preset", "toy", "--num-lrs", "1", "--epochs", "1",
+                     "--baseline-min-forget-acc", "0", "--output-root", tmp_path / f"p{processes}",
+                     cwd=toy_organism.workspace, env={"NUM_PROCESSES": processes})
+        assert result.returncode == 0, result.stdout + result.stderr
         assert ("launching 2 process(es)" in result.stdout) == (processes == "2")
         runs = sorted((tmp_path / f"p{processes}").glob("*/relearn_attack_seed42/runs.csv"))  # one per model
         rows[processes] = [read_csv(path) for path in runs]

@@ -20,7 +20,7 @@ from brittle.evaluation import step0_accuracy, write_evaluation
 from brittle.identity import IDENTITY_FILE, Identity
 from brittle.outputs import model_step_dir, write_json
 from brittle.questions import read_questions
-from conftest import REPO_ROOT, ToyOrganism, assert_user_error, load_script, run_script
+from conftest import REPO_ROOT, ToyOrganism, assert_user_error, load_script, run_in_process, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -126,15 +126,15 @@ def test_overlapping_forget_and_retain_data_is_refused(tmp_path: Path):
 @pytest.mark.parametrize("script", ["experiment/eval.py", "infer/cli.py"])
 def test_a_model_that_does_not_exist_is_one_clear_line(tmp_path: Path, script: str):
     extra = ["--preset", "toy"] if script.endswith("eval.py") else ["--prompt", "hello"]
-    result = run_script(script, "--model", "models/no-such-model", *extra, cwd=tmp_path, check=False)
+    result = run_in_process(script, "--model", "models/no-such-model", *extra, cwd=tmp_path)
     assert_user_error(result, "models/no-such-model")
     assert not (tmp_path / "outputs").exists()
 
 
 def test_an_unknown_task_is_named_before_any_model_loads(toy_organism: ToyOrganism, tmp_path: Path):
-    result = run_script("experiment/eval.py", "--model", toy_organism.base, "--preset", "toy",
-                        "--tasks", "toy_forget_mcq,toy_forgot_mcq", "--output-root", tmp_path,
-                        cwd=toy_organism.workspace, check=False)
+    result = run_in_process("experiment/eval.py", "--model", toy_organism.base, "--preset", "toy",
+                            "--tasks", "toy_forget_mcq,toy_forgot_mcq", "--output-root", tmp_path,
+                            cwd=toy_organism.workspace)
     assert_user_error(result, "unknown evaluation task", "toy_forgot_mcq", "toy_forget_mcq")
     assert list(tmp_path.iterdir()) == []
 

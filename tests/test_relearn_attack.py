@@ -11,7 +11,7 @@ import pytest
 from brittle.cli import UserError
 from brittle.identity import IDENTITY_FILE, Identity
 from brittle.outputs import read_csv, read_jsonl, write_json
-from conftest import ToyOrganism, assert_user_error, load_script, run_script
+from conftest import ToyOrganism, assert_user_error, load_script, run_in_process, run_script
 
 relearn = load_script("experiment/relearn_attack.py")
 
@@ -110,13 +110,13 @@ def test_bad_input_from_the_command_line_is_one_line_and_a_nonzero_exit(toy_orga
 
 @pytest.mark.slow
 def test_pre_flight_stops_a_base_that_does_not_know_the_forget_facts(toy_organism: ToyOrganism, tmp_path: Path):
-    result = run_script("experiment/relearn_attack.py", "--model-a", toy_organism.filtered, "--preset", "toy",
-                        "--check-baseline-only", "--device", "cpu", cwd=toy_organism.workspace, check=False)
+    result = run_in_process("experiment/relearn_attack.py", "--model-a", toy_organism.filtered, "--preset", "toy",
+                            "--check-baseline-only", "--device", "cpu", cwd=toy_organism.workspace)
     assert_user_error(result, "pre-flight check failed", "BASELINE_MIN_FORGET_ACC=0")
-    disabled = run_script("experiment/relearn_attack.py", "--model-a", toy_organism.filtered, "--preset", "toy",
-                          "--check-baseline-only", "--baseline-min-forget-acc", "0", "--device", "cpu",
-                          cwd=toy_organism.workspace)
-    assert "pre-flight" in disabled.stdout
+    disabled = run_in_process("experiment/relearn_attack.py", "--model-a", toy_organism.filtered, "--preset", "toy",
+                              "--check-baseline-only", "--baseline-min-forget-acc", "0", "--device", "cpu",
+                              cwd=toy_organism.workspace)
+    assert disabled.returncode == 0 and "pre-flight" in disabled.stdout
 
 
 # ---- a small real attack -----------------------------------------------------------------------------------
