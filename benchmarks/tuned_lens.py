@@ -146,13 +146,11 @@ def organism(args: argparse.Namespace) -> None:
     split = tokenize_texts(tokenizer, texts, args.max_length, "retain", args.retain_text)
     unembedding = Unembedding(model, "cpu")
     num_layers, width = model.config.num_hidden_layers, model.config.hidden_size
-    recipe = TunedLensTraining(args.steps, seed=args.seed, batch_tokens=args.batch_tokens)
-
     def lens(tuned: bool) -> Lens:
         return Lens(unembedding, num_layers, width, tuned=tuned)
 
     def states(indices: range) -> HiddenStates:
-        return HiddenStates(model, split, indices, recipe.batch_tokens, tokenizer.pad_token_id, "cpu")
+        return HiddenStates(model, split, indices, args.batch_tokens, tokenizer.pad_token_id, "cpu")
 
     # Every token in memory (the raw cache's content), in text order: for the replaced routes and the KL.
     every = RetainTokens(torch.cat(list(states(range(len(texts))).stream(range(len(texts)))), dim=1),
@@ -160,39 +158,51 @@ def organism(args: argparse.Namespace) -> None:
     training_rows = np.flatnonzero(every.sequence < training_texts)
     held_out = every.of(np.flatnonzero(every.sequence >= training_texts))
     print(f"organism {args.model}: {num_layers} layers, width {width}; {len(texts)} retain texts, "
-          f"{len(training_rows)} training and {held_out.shape[1]} held-out tokens; {recipe.steps} steps "
-          f"of {recipe.batch_tokens} tokens, torch threads {torch.get_num_threads()}")
+          f"{len(training_rows)} training and {held_out.shape[1]} held-out tokens; {args.steps} steps "
+          f"of {args.batch_tokens} tokens, torch threads {torch.get_num_threads()}")
 
-    rows = {"logit lens": (None, None, heldout_kl_by_layer(lens(False), [held_out]))}
-    before = lens(tuned=True)
-    seconds = timed(train_layer_by_layer, before, every.of(training_rows), recipe)
-    rows["before: every token in memory, layer by layer (a548fa2)"] = (len(training_rows), seconds,
-                                                                       heldout_kl_by_layer(before, [held_out]))
-    streamed, stream = lens(tuned=True), states(range(training_texts))
-    seconds = timed(train_tuned_lens, streamed, stream.training_batches(args.seed), recipe)
-    rows["**now: streamed through the model, every token, all layers at once**"] = (
-        stream.tokens, seconds, heldout_kl_by_layer(streamed, [held_out]))
-    print(f"  the streamed route ran {stream.texts_run} texts ({stream.tokens_run} tokens, "
-          f"{stream.tokens_run / stream.tokens:.1f} epochs) through the model while training")
-    for lens_tokens in args.lens_tokens:
-        # The statistics pass's sample (3a7b907): uniform over all retain tokens, fixed seed, row order.
-        sample = np.arange(len(every.sequence))
-        if len(sample) > lens_tokens:
-            sample = np.sort(np.random.default_rng(0).choice(len(sample), lens_tokens, replace=False))
-        train_sample = sample[every.sequence[sample] < training_texts]
-        today = lens(tuned=True)
-        seconds = timed(train_tuned_lens, today, sampled_batches(every.of(train_sample), recipe), recipe)
-        rows[f"sample: {lens_tokens}-token sample, all layers at once (3a7b907)"] = (
-            len(train_sample), seconds, heldout_kl_by_layer(today, [held_out]))
+    rows: dict[str, list[tuple[int, tuple[float, float], list[float]]]] = {}
 
-    print(f"\nheld-out KL(final ‖ lens) in nats on every token of the {held_out_texts} held-out texts, by layer")
+    def record(name: str, tokens: int, seconds: tuple[float, float], trained: Lens) -> None:
+        rows.setdefault(name, []).append((tokens, seconds, heldout_kl_by_layer(trained, [held_out])))
+
+    for seed in args.seeds:  # the batches' seed (the store's sample keeps its own fixed seed, as it did)
+        recipe = TunedLensTraining(args.steps, seed=seed, batch_tokens=args.batch_tokens)
+        before = lens(tuned=True)
+        seconds = timed(train_layer_by_layer, before, every.of(training_rows), recipe)
+        record("before: every token in memory, layer by layer (a548fa2)", len(training_rows), seconds, before)
+        streamed, stream = lens(tuned=True), states(range(training_texts))
+        seconds = timed(train_tuned_lens, streamed, stream.training_batches(seed), recipe)
+        record("**now: streamed through the model, every token, all layers at once**", stream.tokens, seconds,
+               streamed)
+        print(f"  seed {seed}: the streamed route ran {stream.texts_run} texts ({stream.tokens_run} tokens, "
+              f"{stream.tokens_run / stream.tokens:.1f} epochs) through the model while training")
+        for lens_tokens in args.lens_tokens:
+            # The statistics pass's sample (3a7b907): uniform over all retain tokens, fixed seed, row order.
+            sample = np.arange(len(every.sequence))
+            if len(sample) > lens_tokens:
+                sample = np.sort(np.random.default_rng(0).choice(len(sample), lens_tokens, replace=False))
+            train_sample = sample[every.sequence[sample] < training_texts]
+            today = lens(tuned=True)
+            seconds = timed(train_tuned_lens, today, sampled_batches(every.of(train_sample), recipe), recipe)
+            record(f"sample: {lens_tokens}-token sample, all layers at once (3a7b907)", len(train_sample), seconds,
+                   today)
+
+    seeds = len(args.seeds)
+    print(f"\nheld-out KL(final ‖ lens) in nats on every token of the {held_out_texts} held-out texts, by layer"
+          + (f"; mean (min-max) over the seeds {' '.join(map(str, args.seeds))}" if seeds > 1 else "")
+          + "; training time of the first seed")
     print("| lens | training tokens | training time, wall (CPU) | "
           + " | ".join(f"layer {layer}" for layer in range(num_layers)) + " |")
     print("|---|---|---|" + "---|" * num_layers)
-    for name, (tokens, seconds, kls) in rows.items():
-        print(f"| {name} | {tokens if tokens is not None else '-'} | "
-              f"{f'{seconds[0]:.1f} s ({seconds[1]:.1f} s)' if seconds is not None else '-'} | "
-              + " | ".join(f"{value:.4f}" for value in kls[:num_layers]) + " |")
+    print("| logit lens | - | - | " + " | ".join(f"{value:.4f}" for value in
+                                                 heldout_kl_by_layer(lens(False), [held_out])[:num_layers]) + " |")
+    for name, runs in rows.items():
+        tokens, seconds, _ = runs[0]
+        values = np.array([kls[:num_layers] for _, _, kls in runs])
+        cells = [f"{mean:.4f}" + (f" ({low:.4f}-{high:.4f})" if seeds > 1 else "")
+                 for mean, low, high in zip(values.mean(0), values.min(0), values.max(0), strict=True)]
+        print(f"| {name} | {tokens} | {seconds[0]:.1f} s ({seconds[1]:.1f} s) | " + " | ".join(cells) + " |")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +272,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512, help="tokens per text (Step 6's default 512)")
     parser.add_argument("--lens-tokens", type=int, nargs="*", default=[OLD_LENS_TOKENS, 1024, 256],
                         help="token samples to train the replaced sample route on (default 8192 1024 256)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42],
+                        help="seeds of the training batches; several give the spread (default 42, Step 6's)")
     parser.add_argument("--skip-organism", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--layers", type=int, default=24)

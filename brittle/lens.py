@@ -159,7 +159,7 @@ class HiddenStates:
         for texts, batch in zip(passes, batches, strict=True):
             self.texts_run += len(texts)
             self.tokens_run += len(batch.rows)
-            yield torch.stack(batch.hidden).to(self.device, torch.float32)
+            yield torch.stack([state.to(self.device, torch.float32) for state in batch.hidden])  # sharded: many devices
 
     def training_batches(self, seed: int) -> Iterator[Tensor]:
         """Endless (num_layers + 1, batch_tokens, hidden) batches: epoch after epoch, the texts in a fresh

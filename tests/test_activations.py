@@ -292,7 +292,7 @@ def test_every_activation_step_equals_the_raw_hidden_state_route(toy_organism: T
              "row_space_projection": comparison / "row_space_projection" / "projection_results.csv"}
     for step, path in files.items():
         assert_rows_close(read_rows(path), expected[step], step)
-    # Step 6's logit lens: its held-out KL on every token of the held-out retain texts (all sampled here).
+    # Step 6's logit lens: its held-out KL on every token of the held-out retain texts (streamed by Step 6).
     from brittle.lens import Lens, Unembedding, heldout_kl
     from brittle.models import load_model
 
