@@ -581,7 +581,9 @@ def log_forward_passes(kind: str, passes: int, model: str, split: str, sequences
     """Append one line to the `BRITTLE_FORWARD_PASS_LOG` file (if set): kind, passes, model, split, ...
 
     `kind` is `computed` (a statistics pass over a split; `passes` counts the models it ran), `cached`
-    (statistics read from the store instead) or `perturbed` (Step 12's passes over perturbed inputs).
+    (statistics read from the store instead), `perturbed` (Step 12's passes over perturbed inputs) or
+    `lens` (Step 6's retain texts streamed through the model for the tuned lens: `sequences` and `tokens`
+    count every text and token that went through it, over all epochs).
     """
     path = os.environ.get(FORWARD_PASS_LOG)
     if not path:

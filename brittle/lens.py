@@ -126,9 +126,9 @@ class HiddenStates:
     """Every layer's hidden states of some texts of a split, computed by the model when they are needed.
 
     Each forward pass holds whole texts, at most `batch_tokens` tokens of them (at least one text), so
-    the memory needed is bounded by one lens batch whatever the number of texts. The states come out
-    in float32 on `device` as (num_layers + 1, tokens, hidden) tensors; `texts_run` and `tokens_run`
-    count what went through the model.
+    the memory needed is bounded by one lens batch whatever the number of texts. `stream` and
+    `training_batches` give float32 (num_layers + 1, tokens, hidden) states on `device`; `texts_run` and
+    `tokens_run` count what went through the model.
     """
 
     def __init__(self, model: PreTrainedModel, split: TokenizedSplit, texts: Sequence[int], batch_tokens: int,
@@ -151,29 +151,45 @@ class HiddenStates:
             size += int(self.lengths[index])
         return passes
 
-    def stream(self, order: Sequence[int]) -> Iterator[Tensor]:
-        """Every token of the texts in `order`, one forward pass (no gradients, eval mode) at a time."""
+    def passes(self, order: Sequence[int]) -> Iterator[Tensor]:
+        """Every token of the texts in `order`, one forward pass (no gradients, eval mode) at a time, as
+        (num_layers + 1, tokens, hidden) states in the model's dtype on `device`."""
         passes = self.forward_passes(order)
         batches = stream_activations(self.model, self.split, 1, self.pad_token_id, batches=passes,
                                      what=f"the tuned lens's {self.split.name} texts")
         for texts, batch in zip(passes, batches, strict=True):
             self.texts_run += len(texts)
             self.tokens_run += len(batch.rows)
-            yield torch.stack([state.to(self.device, torch.float32) for state in batch.hidden])  # sharded: many devices
+            yield torch.stack([state.to(self.device) for state in batch.hidden])  # a sharded model: many devices
+
+    def stream(self, order: Sequence[int]) -> Iterator[Tensor]:
+        """`passes(order)` in float32 (e.g. the held-out texts, for `heldout_kl_by_layer`)."""
+        return (states.float() for states in self.passes(order))
 
     def training_batches(self, seed: int) -> Iterator[Tensor]:
-        """Endless (num_layers + 1, batch_tokens, hidden) batches: epoch after epoch, the texts in a fresh
-        random order (seeded) and their tokens packed in that order into batches of exactly `batch_tokens`
-        (a text cut at a batch's end continues the next batch). Every token is seen once per epoch."""
+        """Endless (num_layers + 1, batch_tokens, hidden) float32 batches: epoch after epoch, the texts in a
+        fresh random order (seeded) and their tokens packed in that order into batches of exactly
+        `batch_tokens` (a text cut at a batch's end continues the next batch). Every token is seen once per
+        epoch. Only the passes not yet used up are held (in the model's dtype), at most two of them."""
         generator = torch.Generator().manual_seed(seed)
-        pending: Tensor | None = None
+        pieces: list[Tensor] = []  # (num_layers + 1, tokens, hidden) states not yet in a batch
+        waiting = 0
         while True:
             order = [self.texts[index] for index in torch.randperm(len(self.texts), generator=generator).tolist()]
-            for states in self.stream(order):
-                pending = states if pending is None else torch.cat([pending, states], dim=1)
-                while pending.shape[1] >= self.batch_tokens:
-                    yield pending[:, : self.batch_tokens]
-                    pending = pending[:, self.batch_tokens:]
+            for states in self.passes(order):
+                pieces.append(states)
+                waiting += states.shape[1]
+                while waiting >= self.batch_tokens:
+                    batch, taken = [], 0
+                    while taken < self.batch_tokens:
+                        take = min(self.batch_tokens - taken, pieces[0].shape[1])
+                        batch.append(pieces[0][:, :take])
+                        pieces[0] = pieces[0][:, take:]
+                        if not pieces[0].shape[1]:
+                            pieces.pop(0)
+                        taken += take
+                    waiting -= self.batch_tokens
+                    yield torch.cat(batch, dim=1).float()  # a new tensor: the passes it came from can go
 
 
 def train_tuned_lens(lens: Lens, batches: Iterable[Tensor], recipe: TunedLensTraining) -> None:

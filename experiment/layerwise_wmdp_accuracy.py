@@ -202,8 +202,9 @@ def main() -> None:
     parser.add_argument("--tuned-lens-lr", type=float, default=1.0,
                         help="learning-rate scale of the tuned lens's SGD (default 1.0, as tuned-lens)")
     parser.add_argument("--tuned-lens-batch-tokens", type=int, default=None,
-                        help="tokens per training step (default 4096; 512 under --preset toy, whose vocabulary "
-                             "and texts are small)")
+                        help="tokens per training step, and at most per forward pass of the retain texts streamed "
+                             "through the model (default 4096; 512 under --preset toy, whose vocabulary and texts "
+                             "are small)")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="fraction of the retain texts held out to measure the lenses' KL (default 0.1)")
     add_activation_arguments(parser)  # --retain-text is the tuned lens's training text
