@@ -13,12 +13,13 @@ vocabulary 50304) reads `--texts` random texts per split (forget, retain) of `--
 - **before** (the raw cache this project used to keep): every token's hidden states (num_layers + 1)
   and MLP inputs (num_layers) in float32, one `.npy` per layer, for each (model, split);
 - **after** (`brittle.activations.ActivationStore`): the statistics passes the activation steps run,
-  i.e. a single-model pass per (model, split) (Steps 5, 8, 9; the retain one with Step 6's lens
-  sample) and the paired pass per split (Steps 3 and 11, with ΔW's SVD read from the safetensors files).
+  i.e. a single-model pass per (model, split) (Steps 5, 8, 9) and the paired pass per split (Steps 3
+  and 11, with ΔW's SVD read from the safetensors files). Step 6's tuned lens stores nothing: it streams
+  the retain texts through the model while it trains (`brittle.lens.HiddenStates`).
 
 Both are measured here (bytes on disk, wall time, CPU by default), then extrapolated to the 6.9B shape
 (32 layers, width 4096) with `--real-texts` texts per split: each store's size is a sum of terms
-linear in layers x width², layers x width x texts and layers x width x sampled tokens, so the measured
+linear in layers x width² and layers x width x texts, so the measured
 bytes are scaled by the ratio of the formula at the two shapes (the formula's own prediction at the
 small shape is printed beside the measurement, to show it accounts for every byte).
 
@@ -39,13 +40,7 @@ import numpy as np
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from brittle.activations import (
-    DEFAULT_LENS_TOKENS,
-    ActivationSettings,
-    ActivationStore,
-    stream_activations,
-    tokenize_texts,
-)
+from brittle.activations import ActivationSettings, ActivationStore, stream_activations, tokenize_texts
 from brittle.models import load_model, load_tokenizer
 
 SPLITS = ("forget", "retain")
@@ -59,8 +54,6 @@ class Shape:
     width: int
     texts: int  # per split
     tokens_per_text: int
-    sample_bytes: int  # bytes per value of the stored hidden-state samples (the compute dtype)
-    lens_tokens: int = DEFAULT_LENS_TOKENS
 
     @property
     def tokens(self) -> int:
@@ -72,12 +65,11 @@ class Shape:
 
     def statistics_bytes(self) -> int:
         """Statistics per model, both splits: Σxxᵀ (upper triangle, float64), Σx, last-token and mean vectors
-        (float32), lengths, and the retain split's lens sample (compute dtype)."""
+        (float32), lengths."""
         states = self.layers + 1
         per_split = (states * self.width * (self.width + 1) // 2 * 8 + states * self.width * 8
                      + 2 * states * self.texts * self.width * 4 + self.texts * 8)
-        sample = min(self.tokens, self.lens_tokens)
-        return len(SPLITS) * per_split + sample * states * self.width * self.sample_bytes + sample * 16
+        return len(SPLITS) * per_split
 
     def pair_bytes(self) -> int:
         """The paired statistics per comparison, both splits: per-direction projection sums of two models
@@ -181,9 +173,8 @@ def main() -> None:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    sample_bytes = torch.empty((), dtype=torch.float32 if args.dtype == "fp32" else torch.bfloat16).element_size()
-    small = Shape(args.layers, args.width, args.texts, args.tokens, sample_bytes)
-    real = Shape(32, 4096, args.real_texts, args.real_tokens, sample_bytes=2)  # bf16 on the GPUs
+    small = Shape(args.layers, args.width, args.texts, args.tokens)
+    real = Shape(32, 4096, args.real_texts, args.real_tokens)
     per_model = {"raw": raw_bytes / 2, "statistics": statistics_bytes / 2}
 
     def gb(value: float) -> str:

@@ -5,30 +5,33 @@
 # [tool.uv.sources]
 # brittle = { path = "..", editable = true }
 # ///
-"""Benchmark: the tuned lens's training time and held-out KL, today's route vs the one it replaced.
+"""Benchmark: the tuned lens's training time and held-out KL, Step 6's streamed route vs the two it replaced.
 
-**Part 1, the organism** (`--workspace` holding `models/toy-base-s42` and `data/toy`). Step 6 trains the
-tuned lens as follows, and this part runs exactly that code (`brittle.lens.train_tuned_lens`, Step 6's
-recipe and batch size) on what Step 6 reads:
+**Part 1, the organism** (`--workspace` holding `models/toy-base-s42` and `data/toy`). Three routes train
+the same lens (`brittle.lens.Lens`, Step 6's recipe and batch size), all holding out the last
+`--validation-fraction` of the retain texts:
 
-- **today** ("sample"): the retain split's token sample kept by the statistics pass (`--lens-tokens`,
-  at most 8192 tokens by default, drawn at random), every layer's translator trained at once;
-- **before** ("all tokens"): the route of commit a548fa2, rebuilt here faithfully: every token of the
-  retain texts (the raw cache), each layer's translator trained after the other (one `nn.Linear`, one
-  SGD optimizer and one clipping per layer, batches drawn from one generator in turn).
+- **streamed** (Step 6 now, run with Step 6's own code): the training texts streamed through the model
+  while the lens trains (`brittle.lens.HiddenStates.training_batches`): every training token, once per
+  epoch, in batches of whole texts packed to the batch size; nothing cached;
+- **sample** (Step 6 at commit 3a7b907, rebuilt here): the statistics pass kept the hidden states of a
+  random sample of at most `--lens-tokens` retain tokens (drawn as the store drew it), and each step drew
+  a batch of them with replacement; `--lens-tokens` runs several sample sizes: 2 x width is the 6.9B
+  model's ratio (8192 tokens for width 4096);
+- **before** (commit a548fa2, rebuilt here): every token of the retain texts (the raw cache), each
+  layer's translator trained after the other (one `nn.Linear`, one SGD optimizer and one clipping per
+  layer, batches drawn from one generator in turn).
 
-Both hold out the last `--validation-fraction` of the retain texts. Each lens is measured on the same
-held-out tokens: every token of the held-out texts (what the old route reported) and the sampled ones
-(what Step 6 reports today); the logit lens is the reference. The organism's 500 retain texts have
-fewer tokens than the default sample, so there the sample is every token; `--lens-tokens` also runs
-smaller samples: 2 x width is the 6.9B model's ratio (8192 tokens for width 4096).
+Every lens is measured on the same held-out tokens: every token of the held-out texts, which is what
+Step 6 reports now; the logit lens is the reference. The training time of the streamed route includes
+its forward passes.
 
 **Part 2, the real shape** (skipped with `--skip-real`). A random-init GPT-NeoX of Pythia-410M's shape
-(24 layers, width 1024, vocabulary 50304) gives the final norm and unembedding; a sample of
-`DEFAULT_LENS_TOKENS` hidden states of every layer (drawn at random: a step's cost does not depend on
-their values) is what the lens trains on. One training step at `--real-batch-tokens` tokens is timed
-(steps cost time linear in the batch's tokens), then scaled by FLOPs to Step 6's 4096-token batches
-and to the 6.9B shape (32 layers, width 4096) on one H100-class GPU at an assumed throughput.
+(24 layers, width 1024, vocabulary 50304) gives the final norm and unembedding and the forward pass;
+one lens training step at `--real-batch-tokens` tokens is timed on random hidden states (a step's cost
+does not depend on their values), and one forward pass of the model over that many tokens (what the
+streamed route adds per step). Both are scaled by FLOPs to Step 6's 4096-token batches and to the 6.9B
+shape (32 layers, width 4096) on one H100-class GPU at an assumed throughput.
 
     uv run benchmarks/tuned_lens.py --workspace /path/to/workspace     # a few minutes on one CPU core
 """
@@ -36,31 +39,50 @@ and to the 6.9B shape (32 layers, width 4096) on one H100-class GPU at an assume
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import shutil
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from brittle.activations import DEFAULT_LENS_TOKENS, ActivationSettings, ActivationStore
-from brittle.lens import Lens, TunedLensTraining, Unembedding, heldout_kl, kl_to_final, train_tuned_lens
-from brittle.models import load_model
+from brittle.activations import TokenizedSplit, tokenize_texts
+from brittle.lens import (
+    HiddenStates,
+    Lens,
+    TunedLensTraining,
+    Unembedding,
+    heldout_kl_by_layer,
+    kl_to_final,
+    train_tuned_lens,
+)
+from brittle.models import load_model_and_tokenizer
 from brittle.texts import read_texts
 
 TOY_BATCH_TOKENS = 512  # Step 6's TUNED_LENS_BATCH_TOKENS["toy"]
 REAL_BATCH_TOKENS = 4096  # Step 6's TUNED_LENS_BATCH_TOKENS["real"]
+OLD_LENS_TOKENS = 8192  # the statistics store's lens sample at commit 3a7b907 (--lens-tokens)
 BIG_SHAPE = (32, 4096, 50304)  # the 6.9B GPT-NeoX: layers, width, vocabulary
+BIG_CONTEXT = 512  # Step 6's --max-length: the retain texts' tokens per forward pass
 
 
 # ---------------------------------------------------------------------------------------------
-# The route of commit a548fa2: every token, one layer after the other
+# The replaced routes: in-memory hidden states, batches of tokens drawn with replacement
 # ---------------------------------------------------------------------------------------------
+
+def sampled_batches(hidden: Tensor, recipe: TunedLensTraining) -> Iterator[Tensor]:
+    """3a7b907's batches: `batch_tokens` (at most all) tokens of `hidden` drawn with replacement per step."""
+    generator = torch.Generator().manual_seed(recipe.seed)
+    tokens = hidden.shape[1]
+    while True:
+        yield hidden[:, torch.randint(tokens, (min(recipe.batch_tokens, tokens),), generator=generator)]
+
 
 def train_layer_by_layer(lens: Lens, hidden: Tensor, recipe: TunedLensTraining) -> None:
     """a548fa2's `train_tuned_lens`: each layer's translator (an `nn.Linear`) fitted after the other on
@@ -99,23 +121,13 @@ def train_layer_by_layer(lens: Lens, hidden: Tensor, recipe: TunedLensTraining) 
 
 @dataclass
 class RetainTokens:
-    """Every layer's hidden states of some retain tokens, split into training and held-out texts."""
+    """Every layer's hidden states of every retain token (text order) and which text each belongs to."""
 
-    train: Tensor  # (layers + 1, tokens, width)
-    held_out: Tensor
+    hidden: Tensor  # (layers + 1, tokens, width)
+    sequence: np.ndarray  # (tokens,)
 
-
-def retain_tokens(store: ActivationStore, model: str, path: Path, texts: list[str],
-                  held_out_texts: int) -> RetainTokens:
-    """Step 6's split of the retain split's stored token sample: the last `held_out_texts` texts are held out."""
-    retain = store.texts(model, "retain", path, texts)
-    sample = torch.stack([retain.lens_sample(layer) for layer in range(retain.num_hidden_states)])
-    held_out = torch.from_numpy(retain.lens_sample_sequences() >= len(texts) - held_out_texts)
-    return RetainTokens(sample[:, ~held_out], sample[:, held_out])
-
-
-def kl_by_layer(lens: Lens, hidden: Tensor) -> list[float]:
-    return [heldout_kl(lens, hidden[layer], hidden[lens.num_layers], layer) for layer in range(lens.num_layers + 1)]
+    def of(self, rows: np.ndarray) -> Tensor:
+        return self.hidden[:, torch.from_numpy(rows)]
 
 
 def timed(train, *arguments) -> tuple[float, float]:
@@ -125,55 +137,72 @@ def timed(train, *arguments) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def organism(args: argparse.Namespace, workdir: Path) -> None:
+def organism(args: argparse.Namespace) -> None:
     os.chdir(args.workspace)
-    model_name = args.model
     texts = read_texts(Path(args.retain_text), args.max_samples)
     held_out_texts = max(1, round(len(texts) * args.validation_fraction))
-    model = load_model(model_name, "cpu", "fp32")
+    training_texts = len(texts) - held_out_texts
+    model, tokenizer = load_model_and_tokenizer(args.model, device="cpu", dtype="fp32")
+    split = tokenize_texts(tokenizer, texts, args.max_length, "retain", args.retain_text)
     unembedding = Unembedding(model, "cpu")
     num_layers, width = model.config.num_hidden_layers, model.config.hidden_size
-    recipe = TunedLensTraining(args.steps, seed=args.seed, batch_tokens=args.batch_tokens)
-
     def lens(tuned: bool) -> Lens:
         return Lens(unembedding, num_layers, width, tuned=tuned)
 
-    # Every token (the raw cache's content): a store whose sample is larger than the split.
-    with ActivationStore(ActivationSettings(workdir / "all", device="cpu", dtype="fp32", lens_tokens=10**9)) as store:
-        every = retain_tokens(store, model_name, Path(args.retain_text), texts, held_out_texts)
-    print(f"organism {model_name}: {num_layers} layers, width {width}; {len(texts)} retain texts, "
-          f"{every.train.shape[1]} training and {every.held_out.shape[1]} held-out tokens; {recipe.steps} steps "
-          f"of {recipe.batch_tokens} tokens, torch threads {torch.get_num_threads()}")
+    def states(indices: range) -> HiddenStates:
+        return HiddenStates(model, split, indices, args.batch_tokens, tokenizer.pad_token_id, "cpu")
 
-    before = lens(tuned=True)
-    before_seconds = timed(train_layer_by_layer, before, every.train, recipe)
-    logit = lens(tuned=False)
-    rows = {"logit lens": (None, None, kl_by_layer(logit, every.held_out)),
-            "before: all tokens, layer by layer (a548fa2)": (every.train.shape[1], before_seconds,
-                                                             kl_by_layer(before, every.held_out))}
-    for lens_tokens in args.lens_tokens:
-        settings = ActivationSettings(workdir / f"sample-{lens_tokens}", device="cpu", dtype="fp32",
-                                      lens_tokens=lens_tokens)
-        with ActivationStore(settings) as store:
-            sample = retain_tokens(store, model_name, Path(args.retain_text), texts, held_out_texts)
-        today = lens(tuned=True)
-        seconds = timed(train_tuned_lens, today, sample.train, recipe)
-        name = f"today: {lens_tokens}-token sample, all layers at once"
-        rows[name] = (sample.train.shape[1], seconds, kl_by_layer(today, every.held_out))
-        if sample.held_out.shape[1] != every.held_out.shape[1]:  # what Step 6 reports: the sampled held-out tokens
-            print(f"  {name}: held-out KL Step 6 reports on its {sample.held_out.shape[1]} sampled held-out tokens, "
-                  "by layer: " + " ".join(f"{value:.4f}" for value in kl_by_layer(today, sample.held_out)))
-            print("    and the logit lens's on them: "
-                  + " ".join(f"{value:.4f}" for value in kl_by_layer(logit, sample.held_out)))
+    # Every token in memory (the raw cache's content), in text order: for the replaced routes and the KL.
+    every = RetainTokens(torch.cat(list(states(range(len(texts))).stream(range(len(texts)))), dim=1),
+                         np.repeat(np.arange(len(texts)), split.kept_lengths))
+    training_rows = np.flatnonzero(every.sequence < training_texts)
+    held_out = every.of(np.flatnonzero(every.sequence >= training_texts))
+    print(f"organism {args.model}: {num_layers} layers, width {width}; {len(texts)} retain texts, "
+          f"{len(training_rows)} training and {held_out.shape[1]} held-out tokens; {args.steps} steps "
+          f"of {args.batch_tokens} tokens, torch threads {torch.get_num_threads()}")
 
-    print(f"\nheld-out KL(final ‖ lens) in nats on every token of the {held_out_texts} held-out texts, by layer")
+    rows: dict[str, list[tuple[int, tuple[float, float], list[float]]]] = {}
+
+    def record(name: str, tokens: int, seconds: tuple[float, float], trained: Lens) -> None:
+        rows.setdefault(name, []).append((tokens, seconds, heldout_kl_by_layer(trained, [held_out])))
+
+    for seed in args.seeds:  # the batches' seed (the store's sample keeps its own fixed seed, as it did)
+        recipe = TunedLensTraining(args.steps, seed=seed, batch_tokens=args.batch_tokens)
+        before = lens(tuned=True)
+        seconds = timed(train_layer_by_layer, before, every.of(training_rows), recipe)
+        record("before: every token in memory, layer by layer (a548fa2)", len(training_rows), seconds, before)
+        streamed, stream = lens(tuned=True), states(range(training_texts))
+        seconds = timed(train_tuned_lens, streamed, stream.training_batches(seed), recipe)
+        record("**now: streamed through the model, every token, all layers at once**", stream.tokens, seconds,
+               streamed)
+        print(f"  seed {seed}: the streamed route ran {stream.texts_run} texts ({stream.tokens_run} tokens, "
+              f"{stream.tokens_run / stream.tokens:.1f} epochs) through the model while training")
+        for lens_tokens in args.lens_tokens:
+            # The statistics pass's sample (3a7b907): uniform over all retain tokens, fixed seed, row order.
+            sample = np.arange(len(every.sequence))
+            if len(sample) > lens_tokens:
+                sample = np.sort(np.random.default_rng(0).choice(len(sample), lens_tokens, replace=False))
+            train_sample = sample[every.sequence[sample] < training_texts]
+            today = lens(tuned=True)
+            seconds = timed(train_tuned_lens, today, sampled_batches(every.of(train_sample), recipe), recipe)
+            record(f"sample: {lens_tokens}-token sample, all layers at once (3a7b907)", len(train_sample), seconds,
+                   today)
+
+    seeds = len(args.seeds)
+    print(f"\nheld-out KL(final ‖ lens) in nats on every token of the {held_out_texts} held-out texts, by layer"
+          + (f"; mean (min-max) over the seeds {' '.join(map(str, args.seeds))}" if seeds > 1 else "")
+          + "; training time of the first seed")
     print("| lens | training tokens | training time, wall (CPU) | "
           + " | ".join(f"layer {layer}" for layer in range(num_layers)) + " |")
     print("|---|---|---|" + "---|" * num_layers)
-    for name, (tokens, seconds, kls) in rows.items():
-        print(f"| {name} | {tokens if tokens is not None else '-'} | "
-              f"{f'{seconds[0]:.1f} s ({seconds[1]:.1f} s)' if seconds is not None else '-'} | "
-              + " | ".join(f"{value:.4f}" for value in kls[:num_layers]) + " |")
+    print("| logit lens | - | - | " + " | ".join(f"{value:.4f}" for value in
+                                                 heldout_kl_by_layer(lens(False), [held_out])[:num_layers]) + " |")
+    for name, runs in rows.items():
+        tokens, seconds, _ = runs[0]
+        values = np.array([kls[:num_layers] for _, _, kls in runs])
+        cells = [f"{mean:.4f}" + (f" ({low:.4f}-{high:.4f})" if seeds > 1 else "")
+                 for mean, low, high in zip(values.mean(0), values.min(0), values.max(0), strict=True)]
+        print(f"| {name} | {tokens} | {seconds[0]:.1f} s ({seconds[1]:.1f} s) | " + " | ".join(cells) + " |")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,32 +216,48 @@ def step_flops(layers: int, width: int, vocab: int, tokens: int) -> float:
     return tokens * (layers * (4 * width * width + 4 * width * vocab) + 2 * width * vocab)
 
 
+def forward_flops(layers: int, width: int, vocab: int, context: int, tokens: int) -> float:
+    """FLOPs of the model's forward pass over `tokens` tokens in texts of `context` tokens (Kaplan et al.'s
+    2N + 2·layers·context·d per token, N = 12·layers·d² + d·V the non-embedding weights and the unembedding)."""
+    return tokens * (2 * (12 * layers * width * width + width * vocab) + 2 * layers * context * width)
+
+
 def real_shape(args: argparse.Namespace) -> None:
     config = GPTNeoXConfig(vocab_size=args.vocab, hidden_size=args.width, num_hidden_layers=args.layers,
                            num_attention_heads=16, intermediate_size=4 * args.width, max_position_embeddings=2048)
     torch.manual_seed(0)
-    model = GPTNeoXForCausalLM(config)
+    model = GPTNeoXForCausalLM(config).eval()
     unembedding = Unembedding(model, "cpu")
-    del model
-    hidden = torch.randn(args.layers + 1, DEFAULT_LENS_TOKENS, args.width)
-    times = {steps: timed(train_tuned_lens, Lens(unembedding, args.layers, args.width, tuned=True), hidden,
-                          TunedLensTraining(steps, batch_tokens=args.real_batch_tokens))
+    tokens = args.real_batch_tokens
+    hidden = torch.randn(args.layers + 1, tokens, args.width)
+    times = {steps: timed(train_tuned_lens, Lens(unembedding, args.layers, args.width, tuned=True),
+                          itertools.repeat(hidden), TunedLensTraining(steps, batch_tokens=tokens))
              for steps in (1, 1 + args.real_steps)}  # the difference leaves out the set-up both runs share
     per_step, cpu_per_step = ((times[1 + args.real_steps][kind] - times[1][kind]) / args.real_steps for kind in (0, 1))
-    flops = step_flops(args.layers, args.width, args.vocab, args.real_batch_tokens)
-    throughput = flops / cpu_per_step
-    full = cpu_per_step * REAL_BATCH_TOKENS / args.real_batch_tokens
-    big = step_flops(*BIG_SHAPE, REAL_BATCH_TOKENS)
-    gpu_step = big / (args.gpu_tflops * 1e12)
+    # The streamed route's extra work per step: one forward pass over the step's tokens (one text of them).
+    text = tuple(torch.randint(args.vocab, (tokens,), generator=torch.Generator().manual_seed(0)).tolist())
+    stream = HiddenStates(model, TokenizedSplit("retain", "random", (text,), (0,)), [0], tokens, 0, "cpu")
+    next(stream.stream([0]))  # warm-up
+    forward = min(timed(lambda: next(stream.stream([0]))) for _ in range(args.real_steps))
+    flops = step_flops(args.layers, args.width, args.vocab, tokens)
+    forward_flop = forward_flops(args.layers, args.width, args.vocab, tokens, tokens)
+    full = (cpu_per_step + forward[1]) * REAL_BATCH_TOKENS / tokens
+    big_step = step_flops(*BIG_SHAPE, REAL_BATCH_TOKENS)
+    big_forward = forward_flops(*BIG_SHAPE, BIG_CONTEXT, REAL_BATCH_TOKENS)
+    gpu_step = (big_step + big_forward) / (args.gpu_tflops * 1e12)
     print(f"\nGPT-NeoX of {args.layers} layers, width {args.width}, vocabulary {args.vocab} (random init), "
-          f"CPU float32, torch threads {torch.get_num_threads()}, a {DEFAULT_LENS_TOKENS}-token sample:")
-    print(f"  one step of {args.real_batch_tokens} tokens: {per_step:.1f} s wall, {cpu_per_step:.1f} s CPU "
-          f"({flops / 1e12:.2f} TFLOP, {throughput / 1e9:.0f} GFLOP/s of CPU time); a {REAL_BATCH_TOKENS}-token step "
-          f"(Step 6's): {full:.0f} s of CPU time, 250 steps {250 * full / 3600:.1f} h")
-    print(f"  6.9B shape ({BIG_SHAPE[0]} layers, width {BIG_SHAPE[1]}, vocabulary {BIG_SHAPE[2]}): "
-          f"{big / 1e12:.0f} TFLOP per {REAL_BATCH_TOKENS}-token step; at "
-          f"{args.gpu_tflops:.0f} TFLOP/s (bf16 on one H100-class GPU) {gpu_step:.2f} s per step, "
-          f"250 steps {250 * gpu_step / 60:.1f} min")
+          f"CPU float32, torch threads {torch.get_num_threads()}:")
+    print(f"  one lens step of {tokens} tokens: {per_step:.1f} s wall, {cpu_per_step:.1f} s CPU "
+          f"({flops / 1e12:.2f} TFLOP, {flops / cpu_per_step / 1e9:.0f} GFLOP/s of CPU time)")
+    print(f"  the forward pass streaming those {tokens} tokens: {forward[0]:.1f} s wall, {forward[1]:.1f} s CPU "
+          f"({forward_flop / 1e12:.2f} TFLOP, {forward_flop / forward[1] / 1e9:.0f} GFLOP/s of CPU time)")
+    print(f"  a {REAL_BATCH_TOKENS}-token step (Step 6's), forward pass included: ~{full:.0f} s of CPU time, "
+          f"250 steps {250 * full / 3600:.1f} h")
+    print(f"  6.9B shape ({BIG_SHAPE[0]} layers, width {BIG_SHAPE[1]}, vocabulary {BIG_SHAPE[2]}; texts of "
+          f"{BIG_CONTEXT} tokens): {big_step / 1e12:.0f} TFLOP of lens training + {big_forward / 1e12:.0f} TFLOP "
+          f"of forward pass per {REAL_BATCH_TOKENS}-token step, {250 * (big_step + big_forward) / 1e15:.1f} PFLOP "
+          f"for 250 steps; at {args.gpu_tflops:.0f} TFLOP/s (bf16 on one H100-class GPU) {gpu_step:.2f} s per "
+          f"step, 250 steps {250 * gpu_step / 60:.1f} min")
 
 
 def main() -> None:
@@ -224,9 +269,11 @@ def main() -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.1, help="Step 6's default 0.1")
     parser.add_argument("--steps", type=int, default=250, help="training steps (Step 6's default 250)")
     parser.add_argument("--batch-tokens", type=int, default=TOY_BATCH_TOKENS, help="Step 6's toy default 512")
-    parser.add_argument("--lens-tokens", type=int, nargs="+", default=[DEFAULT_LENS_TOKENS, 1024, 256],
-                        help="token samples to train today's route on (default 8192 1024 256)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max-length", type=int, default=512, help="tokens per text (Step 6's default 512)")
+    parser.add_argument("--lens-tokens", type=int, nargs="*", default=[OLD_LENS_TOKENS, 1024, 256],
+                        help="token samples to train the replaced sample route on (default 8192 1024 256)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42],
+                        help="seeds of the training batches; several give the spread (default 42, Step 6's)")
     parser.add_argument("--skip-organism", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--layers", type=int, default=24)
@@ -240,14 +287,10 @@ def main() -> None:
                              "about 40%% of the H100 SXM's dense peak)")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="tuned-lens-bench-"))
-    try:
-        if not args.skip_organism:
-            organism(args, workdir)
-        if not args.skip_real:
-            real_shape(args)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    if not args.skip_organism:
+        organism(args)
+    if not args.skip_real:
+        real_shape(args)
 
 
 if __name__ == "__main__":

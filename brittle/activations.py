@@ -18,7 +18,6 @@ keeps only the statistics, so that a 6.9B model costs a few GB of disk instead o
 |---------------------------|-------------------------------------------------------------------|------|
 | model, split              | last-token vectors, per-text mean vectors                          | 5, 8 |
 | model, split              | token count, Σx and Σxxᵀ (float64; the upper triangle is stored)   | 9    |
-| model, retain             | hidden states of a bounded random token sample (`--lens-tokens`)   | 6    |
 | model, question positions | hidden states at the positions that predict an answer's tokens     | 6    |
 | model A + B, split        | Σ‖h_A‖, Σ‖h_B‖, Σ‖h_B - h_A‖ (L1 and L2), A and B in lockstep       | 3    |
 | model A + B, split        | Σ (v_jᵀx)²/‖x‖² per right singular vector v_j of ΔW, both models' x | 11   |
@@ -29,13 +28,16 @@ pass) is done once. Index 0 of the hidden states is the embeddings, index i the 
 layer i; the last one is already through the final norm (see `brittle.architecture`).
 
 The store (`<output-root>/.activation_statistics/` by default, `--statistics-dir`) keeps one folder per
-pass, keyed by the models, the split, its text file, the number of texts, `--max-length`, the compute
-dtype and `--lens-tokens`. A folder is reused only when the models' fingerprints (config and weight
+pass, keyed by the models, the split, its text file, the number of texts, `--max-length` and the
+compute dtype. A folder is reused only when the models' fingerprints (config and weight
 files, or the hub commit) and the token ids are unchanged and every file's size and SHA-256 match the
 ones its `meta.json` recorded; otherwise it is recomputed, with one line saying why. A pass writes
 into a hidden staging folder named after its host and process id and renames it into place when
 complete; a staging folder whose process is gone is deleted by the next run. A lock file serialises
 two processes that need the same pass (steps running side by side), so it is computed once.
+
+Step 6's tuned lens needs no statistic: it trains on the retain texts streamed through the model during
+its training (`brittle.lens.HiddenStates`), every token, nothing stored.
 
 Every pass is counted: the store keeps a tally, and when `BRITTLE_FORWARD_PASS_LOG` names a file each
 pass (and each read of a stored one) is appended to it as one tab-separated line, which is how
@@ -77,11 +79,9 @@ from brittle.runtime import resolve_device, resolve_dtype
 from brittle.texts import check_disjoint, read_texts
 from brittle.training import collate
 
-STORE_FORMAT = 1  # bump when the files a store folder holds change meaning
+STORE_FORMAT = 2  # bump when the files a store folder holds change meaning (2: no lens sample)
 FORWARD_PASS_LOG = "BRITTLE_FORWARD_PASS_LOG"
 SPLITS = ("forget", "retain")
-LENS_SPLIT = "retain"  # the tuned lens trains on retain text (never on the questions it is scored on)
-DEFAULT_LENS_TOKENS = 8192  # 2.2 GB of bf16 hidden states at the 6.9B shape
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 MLP_INPUT_COMPONENTS = ("mlp_expand", "mlp_gate")  # the weights that read the MLP input (Step 11)
 ROLES = ("model_a", "model_b")
@@ -111,9 +111,6 @@ def add_activation_arguments(parser: argparse.ArgumentParser, texts: bool = True
         return
     parser.add_argument("--statistics-dir", default=None,
                         help="where activation statistics are kept (default <output-root>/.activation_statistics)")
-    parser.add_argument("--lens-tokens", type=int, default=DEFAULT_LENS_TOKENS,
-                        help=f"retain tokens whose hidden states are kept for the tuned lens (default "
-                             f"{DEFAULT_LENS_TOKENS}; all of them when there are fewer)")
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,6 @@ class ActivationSettings:
     batch_size: int = 8
     device: str = "auto"
     dtype: str = "auto"
-    lens_tokens: int = DEFAULT_LENS_TOKENS
 
 
 def activation_settings(args: argparse.Namespace) -> ActivationSettings:
@@ -134,11 +130,9 @@ def activation_settings(args: argparse.Namespace) -> ActivationSettings:
         raise UserError(f"--max-length must be at least 2 tokens, got {args.max_length}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.lens_tokens < 2:
-        raise UserError(f"--lens-tokens must be at least 2, got {args.lens_tokens}")
     folder = Path(args.statistics_dir or Path(args.output_root) / ".activation_statistics")
     return ActivationSettings(folder, max_length=args.max_length, batch_size=args.batch_size, device=args.device,
-                              dtype=args.dtype, lens_tokens=args.lens_tokens)
+                              dtype=args.dtype)
 
 
 def text_files(args: argparse.Namespace) -> dict[str, Path]:
@@ -243,8 +237,12 @@ def batch_order(split: TokenizedSplit, batch_size: int) -> list[list[int]]:
 
 
 def stream_activations(model: PreTrainedModel, split: TokenizedSplit, batch_size: int, pad_token_id: int,
-                       mlp_inputs: bool = False, what: str = "") -> Iterator[BatchActivations]:
-    """Run `model` over `split` batch by batch, yielding each batch's kept tokens (right-padded batches)."""
+                       mlp_inputs: bool = False, what: str = "",
+                       batches: Sequence[Sequence[int]] | None = None) -> Iterator[BatchActivations]:
+    """Run `model` over `split` batch by batch, yielding each batch's kept tokens (right-padded batches).
+
+    `batches` lists the sequences of each forward pass (default: `batch_order`, `batch_size` at a time).
+    """
     layers = decoder_layers(model)
     num_layers = len(layers)
     offsets = split.offsets
@@ -254,7 +252,7 @@ def stream_activations(model: PreTrainedModel, split: TokenizedSplit, batch_size
         for index, layer in enumerate(layers)] if mlp_inputs else []
     device = input_device(model)
     try:
-        for batch_indices in batch_order(split, batch_size):
+        for batch_indices in batches if batches is not None else batch_order(split, batch_size):
             batch = collate([split.sequences[index] for index in batch_indices], pad_token_id)
             positions = torch.arange(batch.input_ids.shape[1])
             starts = torch.tensor([split.keep_from[index] for index in batch_indices]).unsqueeze(1)
@@ -480,7 +478,7 @@ class StoredPass:
 
 
 class SplitActivations(StoredPass):
-    """The statistics of one model on one text split (Steps 5, 6, 8 and 9)."""
+    """The statistics of one model on one text split (Steps 5, 8 and 9)."""
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
@@ -505,14 +503,6 @@ class SplitActivations(StoredPass):
         mean = self.tensor("token_sum")[index] / count
         second = unpacked_symmetric(self.tensor("gram_upper")[index], self.hidden_size)
         return (second - count * torch.outer(mean, mean)) / max(1, count - 1)
-
-    def lens_sample(self, index: int) -> Tensor:
-        """(sampled tokens, hidden) hidden states of the tuned lens's token sample (float32)."""
-        return self.tensor("sample_hidden")[index].float()
-
-    def lens_sample_sequences(self) -> np.ndarray:
-        """Which text each sampled token belongs to."""
-        return self.tensor("sample_sequence").numpy()
 
 
 class RecordedRows(StoredPass):
@@ -591,7 +581,9 @@ def log_forward_passes(kind: str, passes: int, model: str, split: str, sequences
     """Append one line to the `BRITTLE_FORWARD_PASS_LOG` file (if set): kind, passes, model, split, ...
 
     `kind` is `computed` (a statistics pass over a split; `passes` counts the models it ran), `cached`
-    (statistics read from the store instead) or `perturbed` (Step 12's passes over perturbed inputs).
+    (statistics read from the store instead), `perturbed` (Step 12's passes over perturbed inputs) or
+    `lens` (Step 6's retain texts streamed through the model for the tuned lens: `sequences` and `tokens`
+    count every text and token that went through it, over all epochs).
     """
     path = os.environ.get(FORWARD_PASS_LOG)
     if not path:
@@ -772,14 +764,15 @@ class ActivationStore:
             self._loaded[model_name] = load_model(model_name, self.settings.device, self.settings.dtype)
         return self._loaded[model_name]
 
-    def _pad_token_id(self, model_name: str) -> int:
+    def pad_token_id(self, model_name: str) -> int:
+        """The token id batches are padded with (the tokenizer's pad token, else 0)."""
         tokenizer = self.tokenizer(model_name)
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def _key(self, kind: str, models: Sequence[str], split: TokenizedSplit) -> Path:
-        """The store folder of one pass: kind, models, split, source, size, length, dtype, lens tokens."""
+        """The store folder of one pass: kind, models, split, source, size, length, dtype."""
         key = json.dumps([STORE_FORMAT, kind, split.name, str(Path(split.source).resolve()), len(split.sequences),
-                          self.settings.max_length, str(self.compute_dtype), self.settings.lens_tokens])
+                          self.settings.max_length, str(self.compute_dtype)])
         identity = "|".join(model_identity(model) for model in models)
         slug = "__to__".join(model_slug(model) for model in models)
         folder = f"{slug}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
@@ -829,22 +822,16 @@ class ActivationStore:
         return self.split(model_name, tokenized)
 
     def split(self, model_name: str, split: TokenizedSplit) -> SplitActivations:
-        """Steps 5, 8, 9 (and on the retain split Step 6's lens sample) of `model_name` on `split`."""
+        """Steps 5, 8 and 9 of `model_name` on `split`."""
         def compute() -> tuple[dict[str, dict[str, Tensor]], dict]:
             model = self.model(model_name)
             shape = self._shape(model)
-            lengths = split.kept_lengths
-            statistics = TextStatistics(shape["num_hidden_states"], shape["hidden_size"], lengths,
+            statistics = TextStatistics(shape["num_hidden_states"], shape["hidden_size"], split.kept_lengths,
                                         input_device(model))
-            accumulators: list = [statistics]
-            if split.name == LENS_SPLIT:
-                accumulators.append(self._lens_sample(split, shape, model.dtype))
-            self._run(model, model_name, split, accumulators)
+            self._run(model, model_name, split, [statistics])
             vectors = statistics.tensors()
-            tensors = {"moments": {"gram_upper": vectors.pop("gram_upper")}, "vectors": vectors}
-            if len(accumulators) > 1:
-                tensors["lens_sample"] = accumulators[1].tensors()
-            return tensors, {**shape, "model": model_name}
+            return {"moments": {"gram_upper": vectors.pop("gram_upper")}, "vectors": vectors}, {**shape,
+                                                                                                 "model": model_name}
 
         return self._stored("text", [model_name], split, compute, SplitActivations)
 
@@ -862,17 +849,8 @@ class ActivationStore:
 
         return self._stored("rows", [model_name], split, compute, RecordedRows)
 
-    def _lens_sample(self, split: TokenizedSplit, shape: dict[str, int], dtype: torch.dtype) -> RowSample:
-        """Up to `lens_tokens` tokens of the split, drawn uniformly at random (fixed seed), in row order."""
-        total = int(split.kept_lengths.sum())
-        rows = np.arange(total)
-        if total > self.settings.lens_tokens:
-            rows = np.sort(np.random.default_rng(0).choice(total, self.settings.lens_tokens, replace=False))
-        sequence_of_row = np.repeat(np.arange(len(split.sequences)), split.kept_lengths)
-        return RowSample(rows, sequence_of_row, shape["num_hidden_states"], shape["hidden_size"], dtype)
-
     def _run(self, model: PreTrainedModel, model_name: str, split: TokenizedSplit, accumulators: list) -> None:
-        stream = stream_activations(model, split, self.settings.batch_size, self._pad_token_id(model_name),
+        stream = stream_activations(model, split, self.settings.batch_size, self.pad_token_id(model_name),
                                     what=f"{model_name} {split.name}")
         total = len(batch_order(split, self.settings.batch_size))
         for batch in tqdm(stream, total=total, desc=f"statistics {Path(model_name).name} {split.name}",
@@ -903,7 +881,7 @@ class ActivationStore:
                                 "share one")
             norms = PairNorms(shape["num_hidden_states"])
             projections = {role: RowSpaceProjections(row_space.bases) for role in ROLES}
-            streams = [stream_activations(model, tokenized, self.settings.batch_size, self._pad_token_id(name),
+            streams = [stream_activations(model, tokenized, self.settings.batch_size, self.pad_token_id(name),
                                           mlp_inputs=True, what=f"{name} {split}")
                        for model, name in ((first, model_a), (second, model_b))]
             total = len(batch_order(tokenized, self.settings.batch_size))

@@ -7,13 +7,19 @@
   minimise KL(final-layer distribution ‖ lens distribution). The final layer needs no translator.
 
 The translators of all layers are stacked, A as (layers, d, d) and b as (layers, d), and trained in one
-batched pass: each step draws one batch of tokens, reads every layer's hidden states of those tokens
+batched pass: each step takes one batch of tokens, reads every layer's hidden states of those tokens
 and sums the per-layer KLs. The layers' objectives are independent, and SGD, momentum, weight decay
 and the per-translator gradient clipping below are all per layer, so this is the tuned-lens project's
 recipe (SGD with Nesterov momentum 0.9, learning rate 1.0 x (1 - 0.9), weight decay 1e-3, linear decay
 over 250 steps, gradient norm clipped at 1 per translator) run for every layer at once, in
 seconds on the organism. At the 6.9B shape (vocabulary 50k) the layers go through the unembedding in
 groups that keep the logits within `LOGIT_BUDGET` values.
+
+**Where the training tokens come from** (`HiddenStates`): the training texts are streamed through the
+model while the lens trains, epoch after epoch in a fresh random order, and their tokens packed into
+batches, as tuned-lens itself streams its corpus. Nothing is cached: the lens sees every training token
+(once per epoch) at any scale, and memory is bounded by one batch, not by the corpus. The held-out KL
+is measured the same way, on every token of the held-out texts.
 
 Precision follows the real-scale rule: the lens's parameters and the unembedding's copies are float32,
 and the matrix products run in the compute dtype through autocast (bf16 on CUDA by default).
@@ -22,6 +28,7 @@ and the matrix products run in the compute dtype through autocast (bf16 on CUDA 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from brittle.activations import TokenizedSplit, stream_activations
 from brittle.architecture import final_norm
 
 LOGIT_BUDGET = 2**28  # logit values (1 GiB in float32) computed at once while training the tuned lens
@@ -114,31 +122,100 @@ def final_log_probs(lens: Lens, final_hidden: Tensor) -> Tensor:
         return F.log_softmax(lens(final_hidden, lens.num_layers), dim=-1)
 
 
-def train_tuned_lens(lens: Lens, hidden: Tensor, recipe: TunedLensTraining) -> None:
+class HiddenStates:
+    """Every layer's hidden states of some texts of a split, computed by the model when they are needed.
+
+    Each forward pass holds whole texts, at most `batch_tokens` tokens of them (at least one text), so
+    the memory needed is bounded by one lens batch whatever the number of texts. `stream` and
+    `training_batches` give float32 (num_layers + 1, tokens, hidden) states on `device`; `texts_run` and
+    `tokens_run` count what went through the model.
+    """
+
+    def __init__(self, model: PreTrainedModel, split: TokenizedSplit, texts: Sequence[int], batch_tokens: int,
+                 pad_token_id: int, device: str | torch.device) -> None:
+        self.model, self.split, self.texts = model, split, list(texts)
+        self.batch_tokens, self.pad_token_id, self.device = batch_tokens, pad_token_id, torch.device(device)
+        self.lengths = split.kept_lengths
+        self.tokens = int(self.lengths[self.texts].sum())  # every token of the texts, once
+        self.texts_run = self.tokens_run = 0
+
+    def forward_passes(self, order: Sequence[int]) -> list[list[int]]:
+        """`order` cut, in order, into forward passes of whole texts of at most `batch_tokens` tokens."""
+        passes: list[list[int]] = []
+        size = 0
+        for index in order:
+            if not passes or size + self.lengths[index] > self.batch_tokens:
+                passes.append([])
+                size = 0
+            passes[-1].append(index)
+            size += int(self.lengths[index])
+        return passes
+
+    def passes(self, order: Sequence[int]) -> Iterator[Tensor]:
+        """Every token of the texts in `order`, one forward pass (no gradients, eval mode) at a time, as
+        (num_layers + 1, tokens, hidden) states in the model's dtype on `device`."""
+        passes = self.forward_passes(order)
+        batches = stream_activations(self.model, self.split, 1, self.pad_token_id, batches=passes,
+                                     what=f"the tuned lens's {self.split.name} texts")
+        for texts, batch in zip(passes, batches, strict=True):
+            self.texts_run += len(texts)
+            self.tokens_run += len(batch.rows)
+            yield torch.stack([state.to(self.device) for state in batch.hidden])  # a sharded model: many devices
+
+    def stream(self, order: Sequence[int]) -> Iterator[Tensor]:
+        """`passes(order)` in float32 (e.g. the held-out texts, for `heldout_kl_by_layer`)."""
+        return (states.float() for states in self.passes(order))
+
+    def training_batches(self, seed: int) -> Iterator[Tensor]:
+        """Endless (num_layers + 1, batch_tokens, hidden) float32 batches: epoch after epoch, the texts in a
+        fresh random order (seeded) and their tokens packed in that order into batches of exactly
+        `batch_tokens` (a text cut at a batch's end continues the next batch). Every token is seen once per
+        epoch. Only the passes not yet used up are held (in the model's dtype), at most two of them."""
+        generator = torch.Generator().manual_seed(seed)
+        pieces: list[Tensor] = []  # (num_layers + 1, tokens, hidden) states not yet in a batch
+        waiting = 0
+        while True:
+            order = [self.texts[index] for index in torch.randperm(len(self.texts), generator=generator).tolist()]
+            for states in self.passes(order):
+                pieces.append(states)
+                waiting += states.shape[1]
+                while waiting >= self.batch_tokens:
+                    batch, taken = [], 0
+                    while taken < self.batch_tokens:
+                        take = min(self.batch_tokens - taken, pieces[0].shape[1])
+                        batch.append(pieces[0][:, :take])
+                        pieces[0] = pieces[0][:, take:]
+                        if not pieces[0].shape[1]:
+                            pieces.pop(0)
+                        taken += take
+                    waiting -= self.batch_tokens
+                    yield torch.cat(batch, dim=1).float()  # a new tensor: the passes it came from can go
+
+
+def train_tuned_lens(lens: Lens, batches: Iterable[Tensor], recipe: TunedLensTraining) -> None:
     """Fit every layer's translator at once to the final layer's distribution.
 
-    `hidden` is (num_layers + 1, tokens, hidden_size): every layer's states of the training tokens. Each
-    step draws one batch of tokens (with replacement) and sums the per-layer KLs; layers go through the
-    unembedding in groups of at most `LOGIT_BUDGET` logits, their gradients accumulated before the step.
+    `batches` yields, for each of the `recipe.steps` steps, a (num_layers + 1, tokens, hidden_size) batch:
+    every layer's states of that step's tokens (Step 6: `HiddenStates.training_batches`). Each step sums
+    the per-layer KLs; layers go through the unembedding in groups of at most `LOGIT_BUDGET` logits,
+    their gradients accumulated before the step.
     """
     device = lens.device
-    hidden = hidden.to(device, torch.float32)
-    tokens = hidden.shape[1]
-    batch_size = min(recipe.batch_tokens, tokens)
-    group = max(1, LOGIT_BUDGET // (batch_size * lens.unembedding.head.out_features))
-    generator = torch.Generator().manual_seed(recipe.seed)
+    vocabulary = lens.unembedding.head.out_features
     # PyTorch's momentum scales steps by 1 / (1 - momentum); tuned-lens undoes it so lr 1 is the scale.
     optimizer = torch.optim.SGD([lens.weight, lens.bias], lr=recipe.lr_scale * (1 - recipe.momentum),
                                 momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / recipe.steps)
+    batches = iter(batches)
     for _ in tqdm(range(recipe.steps), desc="tuned lens (all layers)", unit="step", leave=False):
-        batch = torch.randint(tokens, (batch_size,), generator=generator).to(device)
-        target = final_log_probs(lens, hidden[lens.num_layers, batch])
+        hidden = next(batches).to(device, torch.float32)
+        target = final_log_probs(lens, hidden[lens.num_layers])
+        group = max(1, LOGIT_BUDGET // (hidden.shape[1] * vocabulary))
         optimizer.zero_grad(set_to_none=True)
         for first in range(0, lens.num_layers, group):
             last = min(first + group, lens.num_layers)
             with lens.autocast():
-                logits = lens.unembedding(lens.translate(hidden[first:last, batch], first, last)).float()
+                logits = lens.unembedding(lens.translate(hidden[first:last], first, last)).float()
             kl_to_final(logits, target).sum().backward()  # independent layers: the sum's gradient is each one's
         # clip_grad_norm_(max_norm=1) of each translator (its A and b together), as tuned-lens clips per layer.
         norms = (lens.weight.grad.pow(2).sum(dim=(1, 2)) + lens.bias.grad.pow(2).sum(dim=1)).sqrt()
@@ -159,3 +236,14 @@ def heldout_kl(lens: Lens, hidden: Tensor, final_hidden: Tensor, layer: int) -> 
         target = final_log_probs(lens, final_hidden[chunk].to(lens.device))
         total += kl_to_final(lens(hidden[chunk].to(lens.device), layer), target).item() * len(hidden[chunk])
     return total / len(hidden)
+
+
+def heldout_kl_by_layer(lens: Lens, batches: Iterable[Tensor]) -> list[float]:
+    """KL(final ‖ lens) at every layer (0 … num_layers), averaged over every token of `batches`
+    ((num_layers + 1, tokens, hidden) each, e.g. `HiddenStates.stream` of the held-out texts)."""
+    totals, tokens = [0.0] * (lens.num_layers + 1), 0
+    for hidden in batches:
+        for layer in range(lens.num_layers + 1):
+            totals[layer] += heldout_kl(lens, hidden[layer], hidden[lens.num_layers], layer) * hidden.shape[1]
+        tokens += hidden.shape[1]
+    return [total / tokens for total in totals]

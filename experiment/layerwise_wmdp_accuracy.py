@@ -17,8 +17,8 @@ questions under `--preset toy`) read out at every layer through a lens:
   minimise KL(final-layer distribution ‖ lens distribution) on held-out text (the retain texts, never
   the questions), SGD with Nesterov momentum 0.9, learning rate 1.0 × (1 - 0.9), weight decay 1e-3,
   linear decay over 250 steps, gradient clipping at 1. The final layer needs no translator. All layers
-  train at once, on the retain split's token sample kept by the statistics pass (`--lens-tokens`);
-  see `brittle/lens.py`.
+  train at once, on batches of every layer's hidden states computed by streaming the retain texts through
+  the model during the training (every token, epoch after epoch, nothing cached); see `brittle/lens.py`.
 
 Each question is scored exactly as lm-evaluation-harness scores it, by the same functions as the
 in-process scorer (`brittle.multiple_choice`): every choice is the continuation of the question after
@@ -32,7 +32,7 @@ choice's tokens; every layer and both lenses are read from it.
 |----------------|--------------------------------------------------------------------------------|
 | accuracy       | fraction of questions answered correctly from the representation at this layer |
 | Δ from final   | accuracy here minus at the final layer (> 0: known here, hidden at the output)  |
-| held-out KL    | KL(final ‖ lens) on the sampled tokens of the held-out retain texts: how faithful the lens is |
+| held-out KL    | KL(final ‖ lens) on every token of the held-out retain texts: how faithful the lens is |
 
 A base model's accuracy ramps up through the layers; a model that really lost the knowledge stays
 near chance (0.25 for 4 options) at *every* layer; high accuracy at intermediate layers with a drop
@@ -47,6 +47,7 @@ Writes `outputs/<model>/wmdp_logit_lens/` and/or `outputs/<model>/wmdp_tuned_len
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,13 +63,15 @@ from brittle.activations import (
     TokenizedSplit,
     activation_settings,
     add_activation_arguments,
+    log_forward_passes,
     read_split_texts,
     run_details,
+    tokenize_texts,
 )
 from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, run_cli
 from brittle.evaluation import step0_accuracy
 from brittle.identity import step_identity
-from brittle.lens import Lens, TunedLensTraining, Unembedding, heldout_kl, train_tuned_lens
+from brittle.lens import HiddenStates, Lens, TunedLensTraining, Unembedding, heldout_kl_by_layer, train_tuned_lens
 from brittle.models import check_model_reference
 from brittle.multiple_choice import (
     EncodedChoice,
@@ -199,8 +202,9 @@ def main() -> None:
     parser.add_argument("--tuned-lens-lr", type=float, default=1.0,
                         help="learning-rate scale of the tuned lens's SGD (default 1.0, as tuned-lens)")
     parser.add_argument("--tuned-lens-batch-tokens", type=int, default=None,
-                        help="tokens per training step (default 4096; 512 under --preset toy, whose vocabulary "
-                             "and texts are small)")
+                        help="tokens per training step, and at most per forward pass of the retain texts streamed "
+                             "through the model (default 4096; 512 under --preset toy, whose vocabulary and texts "
+                             "are small)")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="fraction of the retain texts held out to measure the lenses' KL (default 0.1)")
     add_activation_arguments(parser)  # --retain-text is the tuned lens's training text
@@ -239,37 +243,39 @@ def main() -> None:
         model = store.model(args.model)
         plan = question_pass(store.tokenizer(args.model), questions, context_window(model.config), questions_path)
         question_activations = store.rows(args.model, plan.split)
-        retain = store.texts(args.model, "retain", retain_path, retain_texts)
-
-        # The retain split's token sample: held-out texts (the last ones) measure the lenses, the tuned
-        # lens trains on the sampled tokens of the others.
+        # The retain texts, streamed through the model while the lens trains (every token, no cache): the
+        # last ones are held out to measure the lenses, the tuned lens trains on the others.
+        retain = tokenize_texts(store.tokenizer(args.model), retain_texts, settings.max_length, "retain", retain_path)
         validation_texts = max(1, round(len(retain_texts) * args.validation_fraction))
-        held_out = torch.from_numpy(retain.lens_sample_sequences() >= len(retain_texts) - validation_texts)
-        num_layers = question_activations.num_layers
-        sample = torch.stack([retain.lens_sample(layer) for layer in range(num_layers + 1)])
-        train_hidden, validation_hidden = sample[:, ~held_out], sample[:, held_out]
-        if not len(train_hidden[0]) or not len(validation_hidden[0]):
-            raise UserError("the tuned lens's token sample has no training or no held-out tokens; raise "
-                            "--lens-tokens or --max-samples")
-
-        unembedding = Unembedding(model, resolve_device(args.device))
+        training_texts = len(retain_texts) - validation_texts
+        device = resolve_device(args.device)
         recipe = TunedLensTraining(args.tuned_lens_steps, args.tuned_lens_lr, seed=args.seed,
                                    batch_tokens=args.tuned_lens_batch_tokens or TUNED_LENS_BATCH_TOKENS[args.preset])
+        pad_token_id = store.pad_token_id(args.model)
+        train_states, validation_states = (
+            HiddenStates(model, retain, texts, recipe.batch_tokens, pad_token_id, device)
+            for texts in (range(training_texts), range(training_texts, len(retain_texts))))
+        num_layers = question_activations.num_layers
+        unembedding = Unembedding(model, device)
         chance = float(np.mean([1 / len(question["choices"]) for question in questions]))
         results = {}
+        started = time.perf_counter()
         for lens_name in lenses:
             lens = Lens(unembedding, num_layers, question_activations.hidden_size, tuned=lens_name == "tuned",
                         compute_dtype=store.compute_dtype)
             if lens_name == "tuned":
-                train_tuned_lens(lens, train_hidden, recipe)
+                train_tuned_lens(lens, train_states.training_batches(args.seed), recipe)
+            kls = heldout_kl_by_layer(lens, validation_states.stream(validation_states.texts))
             rows = [{"layer": layer, "accuracy": accuracy_from_scores(
                         questions, layer_choice_scores(lens, layer, question_activations, plan, questions)),
-                     "heldout_kl": heldout_kl(lens, validation_hidden[layer], validation_hidden[num_layers], layer),
-                     "num_questions": len(questions)}
+                     "heldout_kl": kls[layer], "num_questions": len(questions)}
                     for layer in tqdm(range(num_layers + 1), desc=f"{lens_name} lens", unit="layer")]
             for row in rows:
                 row["delta_from_final"] = row["accuracy"] - rows[-1]["accuracy"]
             results[lens_name] = rows
+        streamed = [(states.texts_run, states.tokens_run) for states in (train_states, validation_states)]
+        log_forward_passes("lens", 1, args.model, "retain", sum(texts for texts, _ in streamed),
+                           sum(tokens for _, tokens in streamed), time.perf_counter() - started)
         details = run_details(args, store)
         print(store.summary())
 
@@ -281,9 +287,10 @@ def main() -> None:
             "chance": chance, "final_layer_accuracy": rows[-1]["accuracy"], "best_layer": best["layer"],
             "best_accuracy": best["accuracy"], "max_delta_from_final": best["delta_from_final"],
             "step0_task": preset.forget_task, "step0_accuracy": reference,
-            "lens_training": ({**vars(recipe), "text": str(retain_path), "training_tokens": train_hidden.shape[1]}
+            "lens_training": ({**vars(recipe), "text": str(retain_path), "training_texts": training_texts,
+                               "training_tokens": train_states.tokens, "tokens_streamed": train_states.tokens_run}
                               if lens_name == "tuned" else None),
-            "heldout_tokens": validation_hidden.shape[1], **details,
+            "heldout_tokens": validation_states.tokens, **details,
         }
         with staged_directory(lens_folder(lens_name), identity=identity) as staging:
             write_lens_results(staging, lens_name, rows, summary, args.model)

@@ -292,7 +292,7 @@ def test_every_activation_step_equals_the_raw_hidden_state_route(toy_organism: T
              "row_space_projection": comparison / "row_space_projection" / "projection_results.csv"}
     for step, path in files.items():
         assert_rows_close(read_rows(path), expected[step], step)
-    # Step 6's logit lens: its held-out KL on every token of the held-out retain texts (all sampled here).
+    # Step 6's logit lens: its held-out KL on every token of the held-out retain texts (streamed by Step 6).
     from brittle.lens import Lens, Unembedding, heldout_kl
     from brittle.models import load_model
 
@@ -322,19 +322,20 @@ def test_the_stacked_tuned_lens_trains_each_layer_as_the_per_layer_recipe_does(t
     unembedding = Unembedding(model, "cpu")
     num_layers, width = hidden.shape[0] - 1, hidden.shape[-1]
     recipe = TunedLensTraining(steps=6, batch_tokens=32)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    batches = [torch.randint(hidden.shape[1], (recipe.batch_tokens,), generator=generator)
+               for _ in range(recipe.steps)]
     stacked = Lens(unembedding, num_layers, width, tuned=True)
-    train_tuned_lens(stacked, hidden, recipe)
+    train_tuned_lens(stacked, (hidden[:, batch] for batch in batches), recipe)
     clipped = []
     for layer in range(num_layers):
-        generator = torch.Generator().manual_seed(recipe.seed)  # the batches the stacked trainer drew
         translator = nn.Linear(width, width)
         nn.init.zeros_(translator.weight)
         nn.init.zeros_(translator.bias)
         optimizer = torch.optim.SGD(translator.parameters(), lr=recipe.lr_scale * (1 - recipe.momentum),
                                     momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / recipe.steps)
-        for _ in range(recipe.steps):
-            batch = torch.randint(hidden.shape[1], (recipe.batch_tokens,), generator=generator)
+        for batch in batches:
             with torch.no_grad():
                 target = torch.log_softmax(unembedding(hidden[num_layers, batch], normed=True), dim=-1)
             states = hidden[layer, batch]
@@ -347,6 +348,44 @@ def test_the_stacked_tuned_lens_trains_each_layer_as_the_per_layer_recipe_does(t
         torch.testing.assert_close(stacked.bias[layer], translator.bias.detach(), rtol=1e-3, atol=1e-6)
         assert stacked.weight[layer].abs().max() > 1e-3, layer  # it trained
     assert any(clipped) and not all(clipped)  # both branches of the clipping were exercised
+
+
+@pytest.mark.slow
+def test_the_tuned_lens_streams_every_training_token_once_per_epoch(toy_organism: ToyOrganism):
+    """Step 6's training batches are the model's own hidden states of the training texts, computed while
+    the lens trains: each epoch holds every token of the training texts exactly once (none of the
+    held-out ones), in a fresh order, and no forward pass holds more than one batch of tokens."""
+    from brittle.lens import HiddenStates
+    from brittle.models import load_model_and_tokenizer
+
+    texts = read_texts(toy_organism.data / "retain.txt", 10)
+    model, tokenizer = load_model_and_tokenizer(str(toy_organism.base), device="cpu")
+    split = tokenize_texts(tokenizer, texts, 512, "retain", "retain.txt")
+    batch_tokens = 16
+    states = HiddenStates(model, split, range(8), batch_tokens, tokenizer.pad_token_id, "cpu")  # 8, 9 held out
+    raw = torch.stack(raw_activations(str(toy_organism.base), texts)["hidden"])
+    training = raw[:, : sum(len(sequence) for sequence in split.sequences[:8])]
+    assert states.tokens == training.shape[1] > 2 * batch_tokens
+    batches = states.training_batches(seed=0)
+    streamed = torch.zeros(raw.shape[0], 0, raw.shape[2])
+    while streamed.shape[1] < 2 * states.tokens:
+        batch = next(batches)
+        assert batch.shape == (raw.shape[0], batch_tokens, raw.shape[2]) and batch.dtype == torch.float32
+        streamed = torch.cat([streamed, batch], dim=1)
+    epochs = [streamed[:, : states.tokens], streamed[:, states.tokens: 2 * states.tokens]]
+    # A token's fingerprint: every layer's state projected on one random direction.
+    direction = torch.randn(raw.shape[0] * raw.shape[2], generator=torch.Generator().manual_seed(0))
+
+    def fingerprints(hidden: torch.Tensor) -> torch.Tensor:
+        return hidden.permute(1, 0, 2).reshape(hidden.shape[1], -1) @ direction
+
+    for epoch in epochs:
+        torch.testing.assert_close(fingerprints(epoch).sort().values, fingerprints(training).sort().values,
+                                   rtol=1e-4, atol=1e-3)
+    assert not torch.equal(fingerprints(epochs[0]), fingerprints(epochs[1]))  # each epoch in a fresh order
+    assert all(sum(len(split.sequences[index]) for index in texts) <= batch_tokens
+               for texts in states.forward_passes(range(8)) if len(texts) > 1)
+    assert states.tokens_run >= 2 * states.tokens and states.texts_run >= 16
 
 
 # ---- the store: reuse, invalidation, integrity, a killed pass (in-process, on the organism) ---------------------
@@ -452,7 +491,7 @@ def test_a_pass_killed_with_sigkill_is_never_reused_and_its_staging_folder_is_re
     assert not staging[0].exists()
     with ActivationStore(ActivationSettings(tmp_path / "uninterrupted", device="cpu", batch_size=4)) as store:
         uninterrupted = store.texts(str(toy_organism.base), "retain", text_file, texts)
-    for name in ("last_token", "mean_pooled", "token_sum", "gram_upper", "sample_hidden"):
+    for name in ("last_token", "mean_pooled", "token_sum", "gram_upper"):
         assert torch.equal(rerun.tensor(name), uninterrupted.tensor(name)), name
 
 
