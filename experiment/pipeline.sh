@@ -216,8 +216,9 @@ fi
 "${PLAN[@]}" run --stage study "${FORCE[@]}"
 if [[ -s $BRITTLE_FORWARD_PASS_LOG ]]; then
     awk -F'\t' '$1 == "computed" { computed += $2; seconds += $7 } $1 == "cached" { cached += 1 }
-                $1 == "perturbed" { perturbed += $2; seconds += $7 }
+                $1 == "perturbed" { perturbed += $2; seconds += $7 } $1 == "lens" { lens += $6; lens_seconds += $7 }
                 END { printf "Activation forward passes: %d over (model, split) texts, %d perturbed (Step 12); " \
-                      "%d statistics passes read from the store; %.0f s in forward passes\n", computed, perturbed, cached, seconds }' \
+                      "%d statistics passes read from the store; %.0f s in forward passes; " \
+                      "%d tokens streamed for the tuned lens (%.0f s of lens training)\n", computed, perturbed, cached, seconds, lens, lens_seconds }' \
         "$BRITTLE_FORWARD_PASS_LOG"
 fi
