@@ -154,9 +154,10 @@ if [[ $PRESET == toy ]]; then
     fi
 fi
 
-# make_unlearned_model VARIABLE METHOD: when VARIABLE (UNLEARNED or CB_MODEL) is empty, make that model with
-# the unlearning runner under the toy preset (which trains, or skips a finished configuration) and set
-# VARIABLE to the folder it reports.
+# make_unlearned_model VARIABLE METHOD: when VARIABLE (UNLEARNED or CB_MODEL) is empty, set it to the folder the
+# unlearning runner reports for METHOD under the toy preset; when that model does not exist yet, add it to
+# MAKE_MODELS: the study makes it as its first task (run_unlearn.sh METHOD), beside the steps of the other
+# models, and every step of that model waits for it.
 make_unlearned_model() {
     local variable=$1 method=$2
     [[ -z ${!variable} ]] || return 0
@@ -175,14 +176,11 @@ make_unlearned_model() {
     if [[ -d $folder ]]; then
         skipped "toy $method model: $folder"
     else
-        run_step "toy $method model (seed $SEED)" env PRESET=toy SEED="$SEED" "$runner" "$method"
-        if [[ $DRY_RUN != 1 && ! -d $folder ]]; then
-            echo "error: $runner $method finished but its model folder $folder does not exist" >&2
-            exit 1
-        fi
+        MAKE_MODELS="${MAKE_MODELS:+$MAKE_MODELS }$folder=$method"
     fi
     printf -v "$variable" '%s' "$folder"
 }
+export MAKE_MODELS=""
 
 # ---------------------------------------------------------------------------------------------
 # Pre-flight: the base model must know the forget facts before anything is unlearned or attacked.

@@ -66,6 +66,7 @@ from brittle.presets import PRESETS, get_preset
 from brittle.warmstart import ForkedScript, WarmStart, same_environment
 
 STEP_0_MISSING = 3  # exit status of `preflight` when it cannot answer without measuring
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what a CPU slot sets to share the cores
 WARM_NOTE = "   # warm start: forked from the pipeline's interpreter (brittle/warmstart.py)"
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -183,8 +184,7 @@ def slots(device: str) -> list[Slot]:
     if count == 1:
         return [Slot("CPU")]
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // count))
-    return [Slot(f"CPU slot {index + 1}", {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
-            for index in range(count)]
+    return [Slot(f"CPU slot {index + 1}", dict.fromkeys(THREAD_VARIABLES, threads)) for index in range(count)]
 
 
 def model_problem(model: str, preset: str) -> str | None:
@@ -252,6 +252,7 @@ class Study:
     dtype: str = "auto"
     max_samples: int | None = None
     baseline_min_forget_acc: str = "0"
+    to_make: dict[str, str] = field(default_factory=dict)  # model folder -> the method that makes it (toy)
 
 
 def study_from_environment() -> Study:
@@ -280,9 +281,12 @@ def study_from_environment() -> Study:
                         ("COMP6 Unlearned -> Filtered", unlearned, filtered)]  # how far unlearning is from ignorance
         attacked.append(cb)
     max_samples = env.get("MAX_SAMPLES")
+    # MAKE_MODELS: the toy unlearned models pipeline.sh found missing, as `<folder>=<method>` words; the study
+    # makes them as its first tasks, beside the steps that do not need them.
+    to_make = dict(word.split("=", 1) for word in env.get("MAKE_MODELS", "").split())
     return Study(models, comparisons, attacked, base, filtered, env.get("PRESET", "real"), seeds()[0],
                  Path(env.get("OUTPUT_ROOT", "outputs")), env.get("DEVICE", "auto"), env.get("DTYPE", "auto"),
-                 int(max_samples) if max_samples else None, env.get("BASELINE_MIN_FORGET_ACC", "0"))
+                 int(max_samples) if max_samples else None, env.get("BASELINE_MIN_FORGET_ACC", "0"), to_make)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,6 +357,19 @@ def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -
     return Task(entry, models, label, folder, writes, script, arguments, done=not force and is_done(folder, models))
 
 
+# Making a toy unlearned model (unlearn/run_unlearn.sh METHOD): not a diagnostics step, but a task of the study
+# so that it trains beside the steps of Base and Filtered; every task of that model waits for it.
+MAKE_MODEL = Step("unlearned_model", None, "study", "unlearn/run_unlearn.sh", "a toy unlearned model", summary="",
+                  long=True)
+
+
+def make_model_tasks(study: Study) -> list[Task]:
+    """One task per model in `study.to_make`: `run_unlearn.sh METHOD` under the study's preset and seed."""
+    return [Task(MAKE_MODEL, (model,), f"toy {method} model (seed {study.seed})", Path(model), (Path(model),),
+                 str(REPOSITORY / MAKE_MODEL.script), [method], interpreter=())
+            for model, method in study.to_make.items()]
+
+
 def units(entry: Step, study: Study) -> list[tuple[str, ...]]:
     """The units a step runs on, in the study's order."""
     return {"model": [(model,) for model in study.models],
@@ -380,12 +397,15 @@ def plan_tasks(study: Study, chosen: set[str] | None, force: bool, include_repor
     for task in every.values():
         if task.label in ran_earlier:
             task.done = task.ran_earlier = True
-    tasks = [task for task in every.values() if chosen is None or task.step.name in chosen]
+    made = make_model_tasks(study)
+    tasks = [*made, *(task for task in every.values() if chosen is None or task.step.name in chosen)]
+    maker = {task.models[0]: index for index, task in enumerate(made)}
     position = {id(task): index for index, task in enumerate(tasks)}
     producers: dict[tuple[str, str], int] = {}  # first to-run task of each shared resource
     for index, task in enumerate(tasks):
         if task.done:
             continue
+        task.after.update(maker[model] for model in task.models if model in maker and maker[model] != index)
         for needed in (*task.step.needs, *task.step.reads):
             for needed_task in needed_tasks(every, step(needed), task.models):
                 if id(needed_task) in position and not needed_task.done:
@@ -538,7 +558,10 @@ def run_tasks(tasks: list[Task], study: Study, pool: list[Slot], log_dir: Path,
                 break
             pending.remove(ready)
             task, slot = tasks[ready], free.pop(0)
-            environment = {**base_environment, **slot.environment}
+            added = slot.environment
+            if task.step is MAKE_MODEL:  # trained with a one-slot run's threads: the model must not depend on JOBS
+                added = {name: value for name, value in added.items() if name not in THREAD_VARIABLES}
+            environment = {**base_environment, **added}
             warm = warm_start is not None and slot.cpu and same_environment(task.script, __file__)
             if parallel:
                 log = log_dir / log_file_name(ready, task.label)

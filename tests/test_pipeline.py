@@ -106,6 +106,17 @@ def test_with_several_slots_long_steps_start_first_and_with_one_the_plan_order_h
     assert sorted(first_wave) == sorted(plan.start_order(tasks, ready, 2)[:2])
 
 
+def test_a_toy_unlearned_model_to_make_is_the_first_task_and_only_its_steps_wait_for_it(tmp_path: Path):
+    from dataclasses import replace
+
+    tasks = plan.plan_tasks(replace(study(tmp_path), to_make={"org/unlearned": "cb_lat"}), None, force=False)
+    assert tasks[0].step is plan.MAKE_MODEL and tasks[0].command[-2:] == [
+        str(REPO_ROOT / "unlearn" / "run_unlearn.sh"), "cb_lat"]
+    for task in tasks[1:]:
+        assert (0 in task.after) == ("org/unlearned" in task.models or task.step.scope == "study"), task.label
+    assert any(not task.after for task in tasks[1:])  # Base's and Filtered's steps start beside it
+
+
 def test_finished_steps_are_skipped_and_a_missing_needed_step_is_refused(tmp_path: Path):
     comparison = tmp_path / "org_base__to__org_filtered"
     (comparison / "weight_comparison").mkdir(parents=True)
