@@ -3,6 +3,7 @@ input, and the LLaVA-1.5-7B recipe (its LoRA targets on a tiny LLaVA of the real
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import re
@@ -193,15 +194,17 @@ def test_a_missing_split_a_wrong_schema_and_shared_profiles_are_refused(snapshot
 def test_the_llava_recipe_is_valid_documented_and_adapts_only_the_language_model() -> None:
     """Its hyperparameters are unlearn.py settings; docs/multimodal.md shows exactly this recipe; and its
     LoRA targets, on a tiny LLaVA of the real architecture (CLIP + Llama), are the language model's
-    query and value projections only."""
-    from peft import LoraConfig, get_peft_model
+    query and value projections only, with dropout 0.05; GradDiff warms up over 100 steps (the seed's files)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from brittle.trainer import wrap_with_lora_for
 
     for method in LLAVA_15_7B.method_defaults:
         if method != "all":
             assert method in METHODS
             defaults = method_defaults(LLAVA_15_7B.method_defaults, method, "llava")  # unknown keys would fail
             assert defaults["lora_rank"] == 16 and defaults["max_length"] > LLAVA_15_7B.image_tokens
+    assert method_defaults(LLAVA_15_7B.method_defaults, "grad_diff", "llava")["warmup_steps"] == 100
     assert LLAVA_15_7B.prompt_template == "USER: <image>\n{question} ASSISTANT:"
     assert recipe_table() in (REPO_ROOT / "docs" / "multimodal.md").read_text()
 
@@ -211,9 +214,10 @@ def test_the_llava_recipe_is_valid_documented_and_adapts_only_the_language_model
         text_config=LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                 num_attention_heads=2, num_key_value_heads=2),
         image_token_id=63)
-    model = get_peft_model(LlavaForConditionalGeneration(config),
-                           LoraConfig(r=2, lora_alpha=2, target_modules=LLAVA_15_7B.lora_target_regex))
+    model = wrap_with_lora_for(LlavaForConditionalGeneration(config),
+                               argparse.Namespace(**{**LLAVA_15_7B.method_defaults["all"], "lora_rank": 2}))
     adapted = sorted({re.sub(r"\.lora_[AB]\..*", "", name).removeprefix("base_model.model.")
                       for name, _ in model.named_parameters() if ".lora_A." in name or ".lora_B." in name})
     assert adapted == [f"model.language_model.layers.{layer}.self_attn.{projection}"
                        for layer in (0, 1) for projection in ("q_proj", "v_proj")]
+    assert {module.p for name, module in model.named_modules() if name.endswith(".lora_dropout.default")} == {0.05}
