@@ -286,3 +286,12 @@ def test_mllmu_records_unlearn_on_two_fsdp2_processes_as_on_one(snapshot: Path, 
         return heldout_nll(model, sequences, 4, processor.tokenizer.pad_token_id, torch.device("cpu"))
 
     assert forget_nll(model) > forget_nll(load_vl_model(vl_base)[0]) + 1.0  # it unlearned
+
+    # A finished run is recognised, until one of its pictures changes (brittle.identity hashes them with the JSONL).
+    for repainted, finished in ((False, 0), (True, 1)):
+        if repainted:
+            Image.new("RGB", (24, 20), (0, 0, 0)).save(data / "images" / "101.png")
+        monkeypatch.setattr("sys.argv", ["unlearn.py", *arguments, "--unlearned-root", "p2", "--check-only"])
+        with pytest.raises(SystemExit) as exit_code:
+            unlearn.main()
+        assert exit_code.value.code == finished  # 0: finished, 1: to be run
