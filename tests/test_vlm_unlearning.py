@@ -21,6 +21,7 @@ from conftest import load_script
 
 unlearn = load_script("unlearn/unlearn.py")
 relearn = load_script("experiment/relearn_attack.py")
+evaluation = load_script("experiment/eval.py")
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,46 @@ def test_relearning_attack_on_the_vl_organism_writes_a_b_c_f(vl_workspace: Path,
     summary = read_csv(folder / "summary.csv")[0]
     assert float(summary["c_base_rtt"]) >= 0.8  # the base knows V, and fine-tuning on T does not undo that
     assert summary["recovery_rate"] != ""
+
+
+def run_eval(workspace: Path, monkeypatch: pytest.MonkeyPatch, *arguments: str) -> None:
+    """experiment/eval.py in-process, in `workspace` (Step 0)."""
+    monkeypatch.chdir(workspace)
+    monkeypatch.setattr("sys.argv", ["eval.py", "--output-root", str(workspace / "outputs"), *arguments])
+    evaluation.main()
+
+
+@pytest.mark.slow
+def test_step_0_of_a_vl_model_through_eval_py_is_unlearn_pys_evaluation(
+        vl_workspace: Path, vl_base: Path, vl_unlearned: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """experiment/eval.py --preset toy-vlm scores a LLaVA on the preset's questions about pictures and writes the
+    evals/ folder a text model gets; on the unlearned model its summary is the one unlearn.py wrote. Run again,
+    it skips."""
+    for model in (vl_base, vl_unlearned):
+        run_eval(vl_workspace, monkeypatch, "--model", str(model), "--preset", "toy-vlm")
+    base, unlearned = (vl_workspace / "outputs" / model.name / "evals" for model in (vl_base, vl_unlearned))
+    for folder in (base, unlearned):
+        assert {path.name for path in folder.iterdir()} >= {"summary.json", "high_level_summary.md", "identity.json",
+                                                            "tasks"}
+        assert {path.stem for path in (folder / "tasks").iterdir()} == {"forget", "forget_t", "forget_v", "retain"}
+    summary = json.loads((base / "summary.json").read_text())
+    assert summary["forget"]["acc"] >= 0.8 and summary["retain"]["acc"] >= 0.8
+    assert json.loads((unlearned / "summary.json").read_text()) == json.loads(
+        (vl_unlearned / "evals" / "summary.json").read_text())
+    capsys.readouterr()
+    run_eval(vl_workspace, monkeypatch, "--model", str(vl_base), "--preset", "toy-vlm")
+    assert capsys.readouterr().out.startswith("skipped: Step 0 evaluation")
+
+
+def test_step_0_refuses_a_text_model_with_picture_questions_and_a_vl_model_without_them(
+        vl_workspace: Path, vl_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text_model = tmp_path / "text-model"
+    text_model.mkdir()
+    (text_model / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    with pytest.raises(UserError, match=r"^--preset toy-vlm asks questions about pictures, and .* is a text-only"):
+        run_eval(vl_workspace, monkeypatch, "--model", str(text_model), "--preset", "toy-vlm")
+    with pytest.raises(UserError, match=r"is a vision-language model, so Step 0 asks it questions about pictures .* "
+                                        r"there is no toy_forget_mcq.jsonl in data/toy/tasks; use --preset toy-vlm"):
+        run_eval(vl_workspace, monkeypatch, "--model", str(vl_base), "--preset", "toy")
+    assert not (vl_workspace / "outputs" / text_model.name).exists()
