@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from brittle.catalogue import VISION_LANGUAGE_LORA
+from brittle.catalogue import HYPERPARAMETERS, VISION_LANGUAGE_LORA, check_values
 from brittle.cli import UserError
 from brittle.outputs import read_csv
 from conftest import load_script
@@ -120,6 +120,11 @@ def test_lora_targets_the_language_model_lacks_end_in_one_line(vl_base: Path) ->
         lora_target_modules(model, "q_proj,v_proj")
     assert lora_target_modules(model, "dense") == [f"model.language_model.layers.{layer}.attention.dense"
                                                    for layer in range(2)]  # not the vision tower's
+    values = {setting.name: setting.default for setting in HYPERPARAMETERS}
+    for bad, message in (({"lora_targets": "q proj"}, "--lora-targets must be all-linear, attention or "
+                          "comma-separated module names"), ({"lora_dropout": 1.0}, "--lora-dropout must be below 1")):
+        with pytest.raises(UserError, match=f"^{message}"):
+            check_values("ga", {**values, **bad})
 
 
 def test_a_method_on_hidden_states_refuses_a_vl_model_in_one_line(vl_workspace: Path, vl_base: Path,
