@@ -83,14 +83,11 @@ class VisionLanguageRecipe:
     method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
-    def lora_modules(self) -> list[str]:
+    def lora_modules(self) -> tuple[str, ...]:
         """The modules of each language-model layer that --lora-targets (method_defaults["all"]) adapts."""
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+        from brittle.trainer import lora_target_names
 
-        targets = self.method_defaults["all"]["lora_targets"]
-        if targets == "attention":
-            return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[self.language_model])
-        return targets.split(",")
+        return lora_target_names(self.method_defaults["all"]["lora_targets"], self.language_model)
 
 
 # The seed's GradAscent trainer: batch 8 x 4 accumulated, lr 1e-5, 10 epochs, no weight decay.

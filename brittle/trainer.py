@@ -330,33 +330,41 @@ def pretrained_copy(model: nn.Module) -> dict[str, Tensor]:
     return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
 
 
+def lora_target_names(targets: str, architecture: str) -> tuple[str, ...]:
+    """The module names that --lora-targets `targets` means in a language model of `architecture` (its
+    transformers model_type): `attention` is PEFT's default for it (`target_modules=None`: q_proj and v_proj
+    for Llama, query_key_value for GPT-NeoX), names stay themselves, and `all-linear` stays ('all-linear',)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    from brittle.catalogue import parse_lora_targets
+
+    names = parse_lora_targets(targets)
+    if names != ("attention",):
+        return names
+    if architecture not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+        raise UserError(f"PEFT has no default LoRA targets for {architecture} models; name the modules with "
+                        "--lora-targets (LORA_TARGETS), e.g. q_proj,v_proj")
+    return tuple(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[architecture])
+
+
 def lora_target_modules(model: nn.Module, targets: str = "all-linear") -> list[str]:
     """Full names of the modules that get LoRA adapters under --lora-targets `targets` (brittle/catalogue.py).
 
     Only the language model is adapted: in a vision-language model the vision tower and the projector stay
     frozen (`brittle.architecture.parameter_modality`), as MLLMU-Bench's baselines have it; the output layer
-    never is (PEFT's `all-linear` leaves it out too). `attention` is PEFT's default for the language model's
-    architecture (`target_modules=None`): q_proj and v_proj for Llama, query_key_value for GPT-NeoX. A named
-    module that the language model does not have is a `UserError`.
+    never is (PEFT's `all-linear` leaves it out too). A named module (`lora_target_names`) that the language
+    model does not have is a `UserError`.
     """
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
     from transformers.pytorch_utils import Conv1D
 
     from brittle.architecture import parameter_modality
-    from brittle.catalogue import parse_lora_targets
 
     output = model.get_output_embeddings()
     linear = [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))
               and module is not output and parameter_modality(f"{name}.") == "language model"]
-    names = parse_lora_targets(targets)
+    names = lora_target_names(targets, model.config.get_text_config().model_type)
     if names == ("all-linear",):
         return linear
-    if names == ("attention",):
-        architecture = model.config.get_text_config().model_type
-        if architecture not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
-            raise UserError(f"PEFT has no default LoRA targets for {architecture} models; name the modules with "
-                            "--lora-targets (LORA_TARGETS), e.g. q_proj,v_proj")
-        names = tuple(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[architecture])
     chosen = [name for name in linear if name.rsplit(".", 1)[-1] in names]
     missing = [target for target in names if not any(name.rsplit(".", 1)[-1] == target for name in chosen)]
     if missing:
