@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from brittle.catalogue import HYPERPARAMETERS, VISION_LANGUAGE_LORA, check_values
+from brittle.catalogue import HYPERPARAMETERS, VISION_LANGUAGE_LORA, check_values, model_settings
 from brittle.cli import UserError
 from brittle.outputs import read_csv
 from conftest import load_script
@@ -111,6 +111,7 @@ def test_vl_lora_trains_only_the_language_models_attention_with_dropout_and_warm
 
 
 def test_lora_targets_the_language_model_lacks_end_in_one_line(vl_base: Path) -> None:
+    """Bad LoRA/warm-up settings are one line; which of them a run's identity records."""
     from brittle.trainer import lora_target_modules
     from brittle.vlm import load_vl_model
 
@@ -125,6 +126,13 @@ def test_lora_targets_the_language_model_lacks_end_in_one_line(vl_base: Path) ->
                           "comma-separated module names"), ({"lora_dropout": 1.0}, "--lora-dropout must be below 1")):
         with pytest.raises(UserError, match=f"^{message}"):
             check_values("ga", {**values, **bad})
+    # Identities: the new settings at their defaults are left out (a run recorded before they existed still
+    # matches), and LoRA's shape counts only with LoRA.
+    recorded = model_settings(values)
+    assert not {"lora_targets", "lora_dropout", "warmup_steps"} & set(recorded) and recorded["lora_rank"] == 0
+    assert "lora_dropout" not in model_settings({**values, "lora_dropout": 0.05})
+    assert model_settings({**values, "lora_rank": 8, **VISION_LANGUAGE_LORA}).items() >= VISION_LANGUAGE_LORA.items()
+    assert model_settings({**values, "warmup_steps": 100})["warmup_steps"] == 100
 
 
 def test_a_method_on_hidden_states_refuses_a_vl_model_in_one_line(vl_workspace: Path, vl_base: Path,
