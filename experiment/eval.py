@@ -81,6 +81,15 @@ def task_data_files(include_paths: list[str]) -> dict[str, Path]:
     return files
 
 
+def takes_pictures(model: str) -> bool:
+    """Whether `model` is a vision-language model, from its config; False when there is none to read (the model
+    check, after the output folder's, then says why in one line)."""
+    try:
+        return is_vision_language_checkpoint(model)
+    except UserError:
+        return False
+
+
 def vl_question_files(model: str, tasks: list[str], include_paths: list[str]) -> dict[str, Path]:
     """{role: file} of a vision-language model's tasks (`<include path>/<task>.jsonl`); a `UserError` naming the
     missing one. The pictures they name count too (brittle.identity hashes them with each file)."""
@@ -104,11 +113,7 @@ def main() -> None:
     mmlu_limit = preset.mmlu_limit if args.limit is None else (args.limit or None)
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     include_paths = [*preset.eval_include_paths, *args.include_path]
-    check_model_reference(args.model)
-    vision_language = is_vision_language_checkpoint(args.model)
-    if preset.name == "toy-vlm" and not vision_language:
-        raise UserError(f"--preset toy-vlm asks questions about pictures, and {args.model} is a text-only model; "
-                        "pass a vision-language model (e.g. models/toy-vlm-base-s42) or --preset toy / real")
+    vision_language = takes_pictures(args.model)
     task_files = vl_question_files(args.model, tasks, include_paths) if vision_language else task_data_files(
         include_paths)
     identity = Identity.from_arguments(args, models=["model"], extra_data=task_files,
@@ -116,6 +121,10 @@ def main() -> None:
     if skip_if_complete(outdir, args.force, what=f"Step 0 evaluation of {args.model}", identity=identity):
         return
 
+    check_model_reference(args.model)
+    if preset.name == "toy-vlm" and not vision_language:
+        raise UserError(f"--preset toy-vlm asks questions about pictures, and {args.model} is a text-only model; "
+                        "pass a vision-language model (e.g. models/toy-vlm-base-s42) or --preset toy / real")
     seed_everything(args.seed)
     if vision_language:
         model, processor = load_vl_model(args.model, args.device, args.dtype)
