@@ -127,6 +127,15 @@ SETTINGS: tuple[Setting, ...] = (
     _hyperparameter("lora_rank", int, 0, "train LoRA adapters of this rank instead of all weights (0 = full)", "lora",
                     "non_negative"),
     _hyperparameter("lora_alpha", float, 0.0, "LoRA scaling alpha (0 = twice the rank)", "la", "non_negative"),
+    _hyperparameter("lora_targets", str, "all-linear", "modules that get LoRA adapters: all-linear (every linear "
+                    "layer but the output layer), attention (PEFT's default for the architecture: the attention's "
+                    "query and value projections, q_proj,v_proj in Llama, query_key_value in GPT-NeoX) or "
+                    "comma-separated module names such as q_proj,v_proj; in a vision-language model only the "
+                    "language model's (its vision tower and projector stay frozen)", "lt"),
+    _hyperparameter("lora_dropout", float, 0.0, "dropout on the input of the LoRA adapters, in [0, 1)", "ld",
+                    "non_negative"),
+    _hyperparameter("warmup_steps", int, 0, "optimizer steps of linear learning-rate warm-up before the cosine "
+                    "annealing", "wu", "non_negative"),
     # Reporting only: never change the model.
     _hyperparameter("eval_interval", int, 0, "held-out NLL every N optimizer steps (0 = only before and after)",
                     minimum="non_negative"),
@@ -173,7 +182,15 @@ SETTING: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 HYPERPARAMETERS: tuple[Setting, ...] = tuple(setting for setting in SETTINGS if setting.group == "hyperparameters")
 ALWAYS_NAMED = ("epochs", "lr", "batch_size")
 NAMED_WHEN_CHANGED = ("max_length", "grad_accum_steps", "grad_clip", "eval_split", "max_steps", "weight_decay",
-                      "lora_rank", "lora_alpha", "mix_ratio")
+                      "lora_rank", "lora_alpha", "mix_ratio", "lora_targets", "lora_dropout", "warmup_steps")
+# What the LoRA adapters look like: meaningless without --lora-rank, so then never named nor recorded.
+LORA_SHAPE = ("lora_targets", "lora_dropout")
+# Settings added after runs were first recorded: in a run's identity only when set away from their default, so that
+# a run recorded before they existed (which trained as their defaults do) is still recognised as finished.
+RECORDED_WHEN_SET = ("lora_targets", "lora_dropout", "warmup_steps")
+# LoRA on a vision-language model as the seed's LLaVA-1.5 PEFT file has it (`target_modules: null`, PEFT's default
+# for the architecture: the attention's query and value projections; dropout 0.05), held to the language model.
+VISION_LANGUAGE_LORA: dict[str, Any] = {"lora_targets": "attention", "lora_dropout": 0.05}
 DEFAULT_SEED: int = SETTING["seed"].default
 # Variables that the unlearning shell scripts read themselves (so they are never "near misses").
 SHELL_VARIABLES = ("WORKDIR", "METHODS", "LRS", "RUN_UNLEARN", "NUM_PROCESSES", "ACCELERATE_CONFIG")
@@ -351,6 +368,23 @@ def toy_unlearn_defaults() -> dict[str, dict[str, Any]]:
     return {"all": dict(TOY_DEFAULTS), **{name: dict(method.toy) for name, method in METHODS.items() if method.toy}}
 
 
+def model_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that change the trained model (those with a folder-name tag), as a run's identity records
+    them: LoRA's shape only with --lora-rank, and the `RECORDED_WHEN_SET` ones only when set."""
+    return {setting.name: values[setting.name] for setting in SETTINGS if setting.tag
+            and not (setting.name in LORA_SHAPE and not values["lora_rank"])
+            and not (setting.name in RECORDED_WHEN_SET and values[setting.name] == setting.default)}
+
+
+def parse_lora_targets(text: str) -> tuple[str, ...]:
+    """'q_proj, v_proj' -> ('q_proj', 'v_proj'); 'all-linear' and 'attention' stay one word; a `UserError` else."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if names in (("all-linear",), ("attention",)) or (names and all(name.isidentifier() for name in names)):
+        return names
+    raise UserError(f"--lora-targets must be all-linear, attention or comma-separated module names such as "
+                    f"q_proj,v_proj, got {text!r}")
+
+
 def check_method(method: str) -> MethodCard:
     """The card of `method`; a `UserError` listing the methods for anything else."""
     if method not in METHODS:
@@ -387,6 +421,10 @@ def check_values(method: str, values: Mapping[str, Any]) -> None:
                             f"(set {setting.flag} or {setting.environment_variable})")
     if not 0 <= values["eval_split"] < 1:
         raise UserError(f"--eval-split must be in [0, 1), got {values['eval_split']}")
+    if values["lora_dropout"] >= 1:
+        raise UserError(f"--lora-dropout must be below 1 (it is the probability of dropping an input), got "
+                        f"{values['lora_dropout']}")
+    parse_lora_targets(values["lora_targets"])
     if values["max_length"] < 2:
         raise UserError(f"--max-length must be at least 2 tokens, got {values['max_length']}")
     parse_layer_ids(values["layer_id"])

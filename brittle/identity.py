@@ -9,7 +9,8 @@ of the request. Three kinds of input identify a result:
 |          | size and a SHA-256 of its first and last MiB (which    | a copied model is the same     |
 |          | holds a safetensors file's header); small files whole  | model, a different one with    |
 |          |                                                        | the same folder name is not)   |
-| data     | resolved path, SHA-256 of the whole file (or folder)   | the SHA-256                    |
+| data     | resolved path, SHA-256 of the whole file (or folder;   | the SHA-256                    |
+|          | of a vision-language JSONL with its pictures)          |                                |
 | settings | every flag that changes the numbers                    | all of them                    |
 
 Beside them the record holds the environment (Python, every installed package's version, the GPU
@@ -125,8 +126,31 @@ def content_fingerprint(*paths: str | Path) -> str:
     return digest.hexdigest()[:6]
 
 
+def pictures_named(path: Path) -> dict[str, str | None]:
+    """{image as written: SHA-256 (None when missing)} of the pictures that a JSONL file of vision-language
+    records names in its `image` fields, resolved against the file's folder as `brittle.vlm.read_vl_records`
+    does; {} for any other file (a line that is not a JSON object: not a record file; its reader reports it)."""
+    if path.suffix != ".jsonl":
+        return {}
+    pictures: dict[str, str | None] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except json.JSONDecodeError:
+            return {}
+        image = record.get("image") if isinstance(record, dict) else None
+        if isinstance(image, str) and image and image not in pictures:
+            picture = path.parent / image  # an absolute `image` stays itself
+            pictures[image] = _sha256_file(picture) if picture.is_file() else None
+    return pictures
+
+
 def data_identity(path: str | Path) -> dict[str, Any]:
-    """`{"path", "sha256"}` of a data file, or of a folder (every file in it, by relative name)."""
+    """`{"path", "sha256"}` of a data file, or of a folder (every file in it, by relative name).
+
+    The SHA-256 of a file of vision-language records covers the pictures it names as well (`pictures_named`;
+    their count is recorded as `pictures`): a repainted picture is other data, though the JSONL is the same.
+    """
     path = Path(path).expanduser()
     if path.is_dir():
         # Hidden files (staging leftovers) and recorded identities (they hold package versions) do not count.
@@ -136,6 +160,10 @@ def data_identity(path: str | Path) -> dict[str, Any]:
         return {"path": str(path.resolve()), "sha256": _digest(files)}
     if not path.is_file():
         return {"path": str(path), "sha256": None}
+    pictures = pictures_named(path)
+    if pictures:
+        return {"path": str(path.resolve()), "sha256": _digest({"records": _sha256_file(path), "pictures": pictures}),
+                "pictures": len(pictures)}
     return {"path": str(path.resolve()), "sha256": _sha256_file(path)}
 
 

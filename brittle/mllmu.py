@@ -44,6 +44,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from brittle.catalogue import VISION_LANGUAGE_LORA
 from brittle.cli import UserError
 from brittle.identity import Identity
 from brittle.outputs import staged_directory, write_json, write_jsonl
@@ -77,16 +78,16 @@ class VisionLanguageRecipe:
     image_tokens: int  # features per picture: (336 / 14)^2 = 576 for LLaVA-1.5's CLIP ViT-L/14-336
     dtype: str
     attn_implementation: str
-    lora_targets: tuple[str, ...]  # module names that get adapters...
-    lora_scope: str  # ...inside this network only (the vision tower and the projector stay frozen)
-    lora_dropout: float
+    language_model: str  # its language model's architecture (a transformers model_type)
     sharding: str  # the engine that fits 7B of weights and Adam states
     method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
-    def lora_target_regex(self) -> str:
-        """PEFT's `target_modules` as one regular expression (PEFT full-matches a string against module names)."""
-        return rf".*{re.escape(self.lora_scope)}\..*\.({'|'.join(map(re.escape, self.lora_targets))})"
+    def lora_modules(self) -> tuple[str, ...]:
+        """The modules of each language-model layer that --lora-targets (method_defaults["all"]) adapts."""
+        from brittle.trainer import lora_target_names
+
+        return lora_target_names(self.method_defaults["all"]["lora_targets"], self.language_model)
 
 
 # The seed's GradAscent trainer: batch 8 x 4 accumulated, lr 1e-5, 10 epochs, no weight decay.
@@ -98,24 +99,22 @@ LLAVA_15_7B = VisionLanguageRecipe(
     image_tokens=576,
     dtype="bf16",
     attn_implementation="flash_attention_2",  # the seed's; `auto` picks it whenever flash-attn is installed
-    # The seed's `target_modules: null` is PEFT's default for LLaVA, the attention's query and value
-    # projections; MLLMU-Bench's baselines adapt the language model only, so its module prefix bounds them.
-    lora_targets=("q_proj", "v_proj"),
-    lora_scope="language_model",
-    lora_dropout=0.05,
+    language_model="llama",  # Vicuna-7B v1.5
     sharding="DeepSpeed ZeRO-3 with parameters and optimizer states offloaded to the CPU (the seed's "
              "configs/deepspeed/zero3.json); here the FSDP2 equivalent, unlearn/accelerate/fsdp2_1gpu_offload.yaml",
     method_defaults={
-        # Shared: LoRA r = α = 16 on bf16 weights; 576 picture tokens + up to 448 of question and answer.
-        "all": {"lora_rank": 16, "lora_alpha": 16.0, "max_length": 1024, "grad_clip": 1.0},
+        # Shared: LoRA r = α = 16 on bf16 weights, on the language model's query and value projections with
+        # dropout 0.05 (the seed's `target_modules: null` is PEFT's default for LLaVA's Llama: q_proj, v_proj;
+        # brittle.trainer.lora_target_modules adapts the language model only, as MLLMU-Bench's baselines do);
+        # 576 picture tokens + up to 448 of question and answer.
+        "all": {"lora_rank": 16, "lora_alpha": 16.0, **VISION_LANGUAGE_LORA, "max_length": 1024, "grad_clip": 1.0},
         # The seed's GradAscent trainer (pure ascent: `ga_simple`; `ga` adds the retain term).
         "ga_simple": SEED_GRAD_ASCENT,
         "ga": SEED_GRAD_ASCENT,
         # The seed's GradDiff trainer: lr 5e-4, 5 epochs, 2 accumulated, weight decay 0.01, forget and
-        # retain weights 1. Its file names no batch size (4: the seed README's example) and its 100
-        # warm-up steps have no counterpart here (unlearn.py anneals from the peak learning rate).
+        # retain weights 1, 100 warm-up steps. Its file names no batch size (4: the seed README's example).
         "grad_diff": {"lr": 5e-4, "epochs": 5, "batch_size": 4, "grad_accum_steps": 2, "weight_decay": 0.01,
-                      "forget_weight": 1.0},
+                      "forget_weight": 1.0, "warmup_steps": 100},
     },
 )
 
@@ -298,15 +297,15 @@ def convert_mllmu(root: str | Path, out: str | Path, seed: int = 42, forget_spli
 
 def recipe_table(recipe: VisionLanguageRecipe = LLAVA_15_7B) -> str:
     """The recipe as the Markdown table of docs/multimodal.md (a test checks that the page holds exactly this)."""
+    lora = recipe.method_defaults["all"]
     rows = ["| setting | value |", "|---|---|",
             f"| model | `{recipe.model}` |",
             f"| prompt | `{recipe.prompt_template.replace(chr(10), chr(92) + 'n')}` ({recipe.image_tokens} image "
             "tokens in place of `<image>`) |",
             f"| precision, attention | {recipe.dtype}, {recipe.attn_implementation} |",
-            f"| LoRA | r = {recipe.method_defaults['all']['lora_rank']}, α = "
-            f"{recipe.method_defaults['all']['lora_alpha']:g}, dropout {recipe.lora_dropout:g}, on "
-            f"{', '.join(f'`{name}`' for name in recipe.lora_targets)} of the `{recipe.lora_scope}` "
-            f"(`{recipe.lora_target_regex.replace('|', chr(92) + '|')}`) |",
+            f"| LoRA | r = {lora['lora_rank']}, α = {lora['lora_alpha']:g}, dropout {lora['lora_dropout']:g}, on "
+            f"{', '.join(f'`{name}`' for name in recipe.lora_modules)} of every layer of the language model "
+            f"(`--lora-targets {lora['lora_targets']}`; vision tower and projector frozen) |",
             f"| engine | {recipe.sharding} |"]
     for method, values in recipe.method_defaults.items():
         rows.append(f"| {'every method' if method == 'all' else f'`{method}`'} | "

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from brittle.catalogue import toy_unlearn_defaults
+from brittle.catalogue import VISION_LANGUAGE_LORA, toy_unlearn_defaults
 from brittle.cli import UserError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -119,6 +119,11 @@ def real_preset(seed: int) -> Preset:
     )
 
 
+def vision_language_defaults(unlearn_defaults: dict[str, dict]) -> dict[str, dict]:
+    """`unlearn_defaults` with LoRA as seed 004 applies it to a vision-language model (`VISION_LANGUAGE_LORA`)."""
+    return {**unlearn_defaults, "all": {**unlearn_defaults.get("all", {}), **VISION_LANGUAGE_LORA}}
+
+
 def toy_vlm_preset(seed: int) -> Preset:
     """The vision-language organism: tiny LLaVA models trained here on pictures of invented entities (brittle.vlm).
 
@@ -151,7 +156,9 @@ def toy_vlm_preset(seed: int) -> Preset:
         relearn_epochs=10,
         relearn_batch_size=8,
         baseline_min_forget_acc=text.baseline_min_forget_acc,
-        unlearn_defaults=toy_unlearn_defaults(),  # the text organism's serve it too (brittle/catalogue.py)
+        # The text organism's serve it too (brittle/catalogue.py), with LoRA as on a real LLaVA: the language
+        # model's attention (GPT-NeoX: query_key_value), dropout 0.05.
+        unlearn_defaults=vision_language_defaults(toy_unlearn_defaults()),
     )
 
 

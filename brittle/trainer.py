@@ -265,6 +265,7 @@ def train(context: MethodContext, loss_function: LossFunction, method: str, data
     accumulation = settings.grad_accum_steps
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer, schedule = adamw_with_cosine_schedule(trainable, lr=settings.lr, total_steps=optimizer_steps,
+                                                     warmup_steps=getattr(settings, "warmup_steps", 0),
                                                      weight_decay=settings.weight_decay)
     context.model, optimizer = model, optimizer = engine.prepare(model, optimizer)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]  # the shards, if any
@@ -329,9 +330,63 @@ def pretrained_copy(model: nn.Module) -> dict[str, Tensor]:
     return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
 
 
-def wrap_with_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
-    """Freeze the model and train rank-`rank` LoRA adapters on all its linear layers (peft)."""
+def lora_target_names(targets: str, architecture: str) -> tuple[str, ...]:
+    """The module names that --lora-targets `targets` means in a language model of `architecture` (its
+    transformers model_type): `attention` is PEFT's default for it (`target_modules=None`: q_proj and v_proj
+    for Llama, query_key_value for GPT-NeoX), names stay themselves, and `all-linear` stays ('all-linear',)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    from brittle.catalogue import parse_lora_targets
+
+    names = parse_lora_targets(targets)
+    if names != ("attention",):
+        return names
+    if architecture not in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+        raise UserError(f"PEFT has no default LoRA targets for {architecture} models; name the modules with "
+                        "--lora-targets (LORA_TARGETS), e.g. q_proj,v_proj")
+    return tuple(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[architecture])
+
+
+def lora_target_modules(model: nn.Module, targets: str = "all-linear") -> list[str]:
+    """Full names of the modules that get LoRA adapters under --lora-targets `targets` (brittle/catalogue.py).
+
+    Only the language model is adapted: in a vision-language model the vision tower and the projector stay
+    frozen (`brittle.architecture.parameter_modality`), as MLLMU-Bench's baselines have it; the output layer
+    never is (PEFT's `all-linear` leaves it out too). A named module (`lora_target_names`) that the language
+    model does not have is a `UserError`.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    from brittle.architecture import parameter_modality
+
+    output = model.get_output_embeddings()
+    linear = [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))
+              and module is not output and parameter_modality(f"{name}.") == "language model"]
+    names = lora_target_names(targets, model.config.get_text_config().model_type)
+    if names == ("all-linear",):
+        return linear
+    chosen = [name for name in linear if name.rsplit(".", 1)[-1] in names]
+    missing = [target for target in names if not any(name.rsplit(".", 1)[-1] == target for name in chosen)]
+    if missing:
+        have = sorted({name.rsplit(".", 1)[-1] for name in linear})
+        raise UserError(f"--lora-targets {targets}: the language model has no linear layer named "
+                        f"{', '.join(missing)}; its linear layers are {', '.join(have)}")
+    return chosen
+
+
+def wrap_with_lora(model: nn.Module, rank: int, alpha: float, targets: str = "all-linear",
+                   dropout: float = 0.0) -> nn.Module:
+    """Freeze the model and train rank-`rank` LoRA adapters (peft) on the `lora_target_modules(model, targets)`,
+    with dropout `dropout` on their input."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0, bias="none")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=lora_target_modules(model, targets),
+                        lora_dropout=dropout, bias="none")
     return get_peft_model(model, config)
+
+
+def wrap_with_lora_for(model: nn.Module, settings: argparse.Namespace) -> nn.Module:
+    """`wrap_with_lora` with unlearn.py's settings (--lora-rank, --lora-alpha (0: twice the rank), --lora-targets,
+    --lora-dropout)."""
+    return wrap_with_lora(model, settings.lora_rank, settings.lora_alpha or 2 * settings.lora_rank,
+                          settings.lora_targets, settings.lora_dropout)

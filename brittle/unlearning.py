@@ -59,7 +59,7 @@ from brittle.trainer import (
     reference_log_probs,
     split_with_weights,
     train,
-    wrap_with_lora,
+    wrap_with_lora_for,
 )
 from brittle.training import encode_texts
 from brittle.vlm import (
@@ -225,7 +225,7 @@ def rebuilt_model(config: transformers.PretrainedConfig, args: argparse.Namespac
     vision_language = getattr(config, "vision_config", None) is not None
     model_class = transformers.AutoModelForImageTextToText if vision_language else transformers.AutoModelForCausalLM
     model = model_class.from_config(config)
-    return wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank) if args.lora_rank else model
+    return wrap_with_lora_for(model, args) if args.lora_rank else model
 
 
 def prepare_training(model: nn.Module, layers: nn.ModuleList, card, args: argparse.Namespace,
@@ -243,7 +243,7 @@ def prepare_training(model: nn.Module, layers: nn.ModuleList, card, args: argpar
     if "retain_activations" in card.needs:
         freeze_above(model, layers, max(args.layer_ids))
     if args.lora_rank:
-        context.model = wrap_with_lora(model, args.lora_rank, args.lora_alpha or 2 * args.lora_rank)
+        context.model = wrap_with_lora_for(model, args)
     prepare_for_training(context.model, precision)
     return context
 

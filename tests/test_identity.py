@@ -379,3 +379,20 @@ def test_real_data_from_local_files_in_the_hub_schemas(tmp_path: Path):
     assert any(line.startswith("Safe biology") for line in retain) and any("river" in line for line in retain)
     split = json.loads((data / "questions" / "split.json").read_text())
     assert split["t_questions"] + split["v_questions"] == 32 and split["shared_between_halves"] == 0
+
+
+def test_the_identity_of_vision_language_records_hashes_their_pictures(tmp_path: Path) -> None:
+    """A JSONL of {image, question, answer} records is identified by the pictures it names too: repainting one
+    (same file name, same JSONL) is other data, so a finished run on the old pictures is not reused."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    for name, colour in (("a", (200, 0, 0)), ("b", (0, 200, 0))):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / "images" / f"{name}.png")
+    records = tmp_path / "forget_qa.jsonl"
+    write_jsonl(records, [{"image": f"images/{name}.png", "question": "Who?", "answer": name} for name in "ab"])
+    before = Identity.of(data={"forget": records})
+    assert Identity.of(data={"forget": records}).differences(before.record()) == []  # stable
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(tmp_path / "images" / "b.png")
+    assert Identity.of(data={"forget": records}).differences(before.record()) == [
+        f"forget data differs (recorded {records}, now {records})"]

@@ -72,6 +72,7 @@ from brittle.catalogue import (
     DEFAULT_METHODS,
     DEFAULT_SEED,
     HYPERPARAMETERS,
+    LORA_SHAPE,
     METHODS,
     NAMED_WHEN_CHANGED,
     SETTING,
@@ -81,8 +82,10 @@ from brittle.catalogue import (
     check_values,
     environment_variables,
     method_table,
+    model_settings,
     near_misses,
     parse_layer_ids,
+    parse_lora_targets,
     parse_mix_ratio,
     sweep_grid,
 )
@@ -133,6 +136,8 @@ def format_value(name: str, value: Any) -> str:
         return "-".join(str(layer) for layer in parse_layer_ids(value))
     if name == "mix_ratio":
         return "-".join(map(str, parse_mix_ratio(value)))
+    if name == "lora_targets":
+        return "-".join(parse_lora_targets(value))
     return str(value)
 
 
@@ -158,13 +163,14 @@ def run_identity(args: argparse.Namespace) -> Identity:
         data={"forget": args.forget_data, "retain": args.retain_data, "forget_weights": args.forget_weights,
               "retain_weights": args.retain_weights},
         settings={"method": args.method, "preset": args.preset, "seed": args.seed, "dtype": args.dtype,
-                  **{setting.name: getattr(args, setting.name) for setting in SETTINGS if setting.tag}})
+                  **model_settings({setting.name: getattr(args, setting.name) for setting in HYPERPARAMETERS})})
 
 
 def run_name(model: str, method: str, settings: argparse.Namespace, defaults: dict[str, Any]) -> str:
     """`<base model slug>__<method>__<encoded hyperparameters>`: the unlearned model's folder name."""
     names = [*ALWAYS_NAMED, *METHODS[method].hyperparameters]
-    names += [name for name in NAMED_WHEN_CHANGED if getattr(settings, name) != defaults[name] and name not in names]
+    names += [name for name in NAMED_WHEN_CHANGED if getattr(settings, name) != defaults[name] and name not in names
+              and not (name in LORA_SHAPE and not settings.lora_rank)]
     parts = [f"{SETTING[name].tag}{format_value(name, getattr(settings, name))}" for name in names]
     weight_files = [path for path in (getattr(settings, "forget_weights", None), getattr(settings, "retain_weights",
                                                                                          None)) if path]
@@ -259,6 +265,7 @@ def resolve_settings(args: argparse.Namespace, preset: Preset) -> tuple[argparse
     args.layer_ids = parse_layer_ids(args.layer_id)
     args.layer_id = ",".join(map(str, args.layer_ids))
     args.mix_ratio = ":".join(map(str, parse_mix_ratio(args.mix_ratio)))
+    args.lora_targets = ",".join(parse_lora_targets(args.lora_targets))
     if "sample_weights" in METHODS[args.method].needs:
         folder = default_weights_dir(args.model, args.forget_data)
         args.forget_weights = args.forget_weights or str(folder / FORGET_WEIGHTS_FILE)
