@@ -87,7 +87,13 @@ def test_two_processes_train_like_one(toy_organism: ToyOrganism, tmp_path: Path,
     runs = {}
     for processes in ("1", "2"):
         root = tmp_path / f"p{processes}"
-        result = run_unlearn(toy_organism.workspace, method, root, NUM_PROCESSES=processes, **settings)
+        if processes == "1":  # the reference: unlearn.py in this process (no interpreter start-up)
+            result = run_in_process("unlearn/unlearn.py", "--method", method, "--preset", "toy", "--seed", "42",
+                                    cwd=toy_organism.workspace,
+                                    env={"UNLEARNED_ROOT": str(root), "NUM_PROCESSES": "1", **SHORT, **settings})
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        else:  # as a user launches it: run_unlearn.sh -> unlearn.py -> accelerate launch
+            result = run_unlearn(toy_organism.workspace, method, root, NUM_PROCESSES=processes, **settings)
         runs[processes] = (only_folder(root), result)
     (one, _), (two, sharded) = runs["1"], runs["2"]
     assert one.name == two.name  # the process count does not name the run
