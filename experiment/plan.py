@@ -672,9 +672,12 @@ def print_folders(study: Study) -> None:
 
 
 def write_manifest(study: Study) -> None:
-    """The comparisons of this seed, for the report (and for a SEEDS run's report over every seed)."""
+    """The comparisons of this seed, for the report (and for a SEEDS run's report over every seed), each with
+    whether the attack steps run on its model B (an attacked model, or Filtered, their F condition)."""
+    attacked = {*study.attacked, study.filtered}
     write_text(study.output_root / ".manifests" / f"seed{study.seed}.tsv",
-               "".join(f"{label}\t{model_a}\t{model_b}\n" for label, model_a, model_b in study.comparisons))
+               "".join(f"{label}\t{model_a}\t{model_b}\t{int(model_b in attacked)}\n"
+                       for label, model_a, model_b in study.comparisons))
 
 
 def run_stage(stage: str, force: bool) -> None:

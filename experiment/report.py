@@ -19,8 +19,9 @@ Unlearned") has one instance per seed, and each cell shows mean ± std over the 
         --comparison "COMP1 Base -> Filtered" models/toy-base-s42 models/toy-filtered-s42 \\
         --comparison "COMP2 Base -> Unlearned" models/toy-base-s42 unlearned_models/toy-base-s42__cb_lat__...
 
-`--manifest FILE` reads the comparisons from a file of `LABEL<TAB>MODEL_A<TAB>MODEL_B` lines (the pipeline
-writes one per seed to `outputs/.manifests/seed<S>.tsv`). Without either, it reports every
+`--manifest FILE` reads the comparisons from a file of `LABEL<TAB>MODEL_A<TAB>MODEL_B[<TAB>ATTACKED]` lines
+(the pipeline writes one per seed to `outputs/.manifests/seed<S>.tsv`; ATTACKED is 0 for a comparison whose
+model B the attack steps do not run on: its attack rows say n/a). Without either, it reports every
 `<a>__to__<b>/` folder under the output root. Outputs:
 `outputs/report.html` and `outputs/report_summary.csv` (label, level, measure, n, mean, std, values).
 """
@@ -342,11 +343,18 @@ def big_picture_rows(forget_task: str, retain_task: str) -> list[Row]:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One comparison instance: a label shared across seeds, and its two models."""
+    """One comparison instance: a label shared across seeds, and its two models. `attacked` is False when the
+    pipeline's attack steps do not run on model B (the pretraining checkpoint of COMP3): their numbers do not
+    apply there, rather than being missing; None when unknown (a comparison named on the command line)."""
 
     label: str
     model_a: str
     model_b: str
+    attacked: bool | None = None
+
+    def applies(self, step_name: str) -> bool:
+        """Whether `step_name`'s outputs are expected for this comparison."""
+        return self.attacked is not False or registered_step(step_name).scope != "attack"
 
     def scope_folder(self, scope: str, root: Path) -> Path:
         slug_a, slug_b = output_slug(self.model_a, root), output_slug(self.model_b, root)
@@ -370,8 +378,11 @@ class Cell:
 
     values: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    applies: bool = True  # False: the step does not run on this comparison (not attacked)
 
     def text(self, digits: int) -> str:
+        if not self.applies:
+            return "n/a (not attacked)"
         if not self.values:
             return "missing"
         if len(self.values) == 1:
@@ -388,6 +399,9 @@ def collect(rows: list[Row], comparisons: list[Comparison], root: Path) -> dict[
         for row in rows:
             for measure in row.measures:
                 cell = cells.setdefault((comparison.label, measure.label), Cell())
+                if not comparison.applies(measure.step):
+                    cell.applies = False
+                    continue
                 matches = sorted(folder[measure.scope].glob(measure.source))
                 if not matches:
                     cell.problems.append(f"{measure.step_label}: {folder[measure.scope] / measure.source} is missing")
@@ -495,7 +509,7 @@ def signature_table(rows: list[Row], labels: list[str], cells: dict[tuple[str, s
             lines = []
             for measure in row.measures:
                 cell = cells[(label, measure.label)]
-                value_class = "value" if cell.values else "value missing"
+                value_class = "value" if cell.values or not cell.applies else "value missing"
                 lines.append(f'<div class="measure"><span class="name">{html.escape(measure.label)}</span>'
                              f'<span class="{value_class}">{html.escape(cell.text(measure.digits))}</span></div>')
             columns.append(f"<td>{''.join(lines)}</td>")
@@ -512,6 +526,8 @@ def plots_section(comparisons: list[Comparison], root: Path) -> tuple[str, list[
     for comparison in first_of_each_label.values():
         figures = []
         for plot in KEY_PLOTS:
+            if not comparison.applies(plot.step):
+                continue
             candidates = plot.globs()
             matches = next((found for scope, pattern in candidates
                             if (found := sorted(comparison.scope_folder(scope, root).glob(pattern)))), [])
@@ -579,7 +595,8 @@ def discover_comparisons(root: Path) -> list[Comparison]:
 
 
 def read_manifest(path: str) -> list[Comparison]:
-    """The comparisons of a LABEL<TAB>MODEL_A<TAB>MODEL_B file."""
+    """The comparisons of a LABEL<TAB>MODEL_A<TAB>MODEL_B[<TAB>ATTACKED] file (ATTACKED: 1 when the attack steps
+    run on model B, 0 when they do not)."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as error:
@@ -587,9 +604,9 @@ def read_manifest(path: str) -> list[Comparison]:
     comparisons = []
     for number, line in enumerate(lines, start=1):
         fields = line.split("\t")
-        if len(fields) != 3:
-            raise UserError(f"{path} line {number} is not LABEL<TAB>MODEL_A<TAB>MODEL_B: {line!r}")
-        comparisons.append(Comparison(*fields))
+        if len(fields) not in (3, 4) or fields[3:] not in ([], ["0"], ["1"]):
+            raise UserError(f"{path} line {number} is not LABEL<TAB>MODEL_A<TAB>MODEL_B[<TAB>0 or 1]: {line!r}")
+        comparisons.append(Comparison(*fields[:3], attacked=fields[3] == "1" if len(fields) == 4 else None))
     return comparisons
 
 
@@ -598,7 +615,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--comparison", nargs=3, action="append", metavar=("LABEL", "MODEL_A", "MODEL_B"),
                         help="a comparison to report (repeat; the same LABEL on several seeds is averaged)")
     parser.add_argument("--manifest", action="append", default=[],
-                        help="a file of LABEL<TAB>MODEL_A<TAB>MODEL_B lines (repeat, e.g. one per seed)")
+                        help="a file of LABEL<TAB>MODEL_A<TAB>MODEL_B[<TAB>ATTACKED] lines (repeat, e.g. one per "
+                             "seed); ATTACKED 0: the attack steps do not run on model B (their rows say n/a)")
     parser.add_argument("--preset", choices=["real", "toy"], default="real", help="names the Step 0 tasks to show")
     parser.add_argument("--output-root", default=str(DEFAULT_OUTPUT_ROOT), help="where the steps wrote (outputs/)")
     parser.add_argument("--output", default=None, help="the HTML page (default: <output-root>/report.html)")

@@ -67,6 +67,28 @@ def test_cells_average_seeds_and_name_every_missing_step(tmp_path: Path):
     assert "Step 0 evals" not in missing  # every Step 0 file exists
 
 
+def test_attack_rows_of_a_comparison_the_attacks_do_not_run_on_are_not_applicable_not_missing(tmp_path: Path):
+    root = tmp_path / "outputs"
+    base, unlearned = write_seed(root, 42, 0.3, 0.8, 1.0)
+    checkpoint = "toy-base-midtrain-s42"  # COMP3: the pipeline never attacks the pretraining checkpoint
+    write_json(root / checkpoint / "evals" / "summary.json", {"toy_forget_mcq": {"acc": 0.5}})
+    manifest = tmp_path / "seed42.tsv"
+    manifest.write_text(f"COMP2 Base -> Unlearned\tmodels/{base}\tmodels/{unlearned}\t1\n"
+                        f"COMP3 Base -> Pretraining checkpoint\tmodels/{base}\tmodels/{checkpoint}\t0\n")
+    report.main(["--manifest", str(manifest), "--preset", "toy", "--output-root", str(root)])
+    rows = {(row["comparison"], row["measure"]): row for row in read_csv(root / "report_summary.csv")}
+    assert float(rows[("COMP2 Base -> Unlearned", "recovery rate (B − A) / (C − A)")]["mean"]) == pytest.approx(0.8)
+    assert rows[("COMP3 Base -> Pretraining checkpoint", "recovery rate (B − A) / (C − A)")]["n"] == "0"
+    page = (root / "report.html").read_text()
+    assert "n/a (not attacked)" in page
+    missing = page[page.index("<h2>Missing</h2>"):]
+    assert f"{base}__to__{checkpoint}/weight_comparison" in missing  # COMP3's own missing steps are still named
+    assert not any("midtrain" in line and "relearn_attack" in line for line in missing.split("<li>"))
+    with pytest.raises(UserError, match="0 or 1"):
+        manifest.write_text(f"COMP2\tmodels/{base}\tmodels/{unlearned}\tyes\n")
+        report.main(["--manifest", str(manifest), "--output-root", str(root)])
+
+
 def test_an_unreadable_file_is_reported_not_fatal(tmp_path: Path):
     root = tmp_path / "outputs"
     base, unlearned = write_seed(root, 42, 0.3, 0.8, 1.0)
