@@ -179,7 +179,11 @@ def test_memory_estimate_counts_the_parameters_that_train(method: str, lora_rank
     model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=32, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
                                              intermediate_size=256, max_position_embeddings=32))
     config = model.config.to_dict()
-    settings = argparse.Namespace(layer_ids=[1], lora_rank=lora_rank, lora_alpha=0.0)
+    from brittle.catalogue import SETTINGS
+
+    # Every setting at its default (brittle/catalogue.py), then what this case changes.
+    settings = argparse.Namespace(**{setting.name: setting.default for setting in SETTINGS}, layer_ids=[1])
+    settings.lora_rank = lora_rank
     context = prepare_training(model, decoder_layers(model), unlearn.METHODS[method], settings,
                                policy("fp32", "auto", "cpu", torch.float32))
     trainable = sum(parameter.numel() for parameter in context.model.parameters() if parameter.requires_grad)
