@@ -76,7 +76,7 @@ from brittle.models import check_model_reference, input_device, load_model, load
 from brittle.outputs import FOLDER_MODE, model_slug, publish_directory, write_json
 from brittle.presets import get_preset
 from brittle.runtime import resolve_device, resolve_dtype
-from brittle.texts import check_disjoint, read_texts
+from brittle.texts import DEFAULT_MAX_SAMPLES, check_disjoint, read_texts
 from brittle.training import collate
 
 STORE_FORMAT = 2  # bump when the files a store folder holds change meaning (2: no lens sample)
@@ -102,8 +102,8 @@ def add_activation_arguments(parser: argparse.ArgumentParser, texts: bool = True
     if texts:
         parser.add_argument("--forget-text", default=None, help="forget texts, one per line (default: the preset's)")
         parser.add_argument("--retain-text", default=None, help="retain texts, one per line (default: the preset's)")
-        parser.add_argument("--max-samples", type=int, default=500,
-                            help="texts per split, the first N of each file (default 500)")
+        parser.add_argument("--max-samples", type=int, default=DEFAULT_MAX_SAMPLES,
+                            help=f"texts per split, the first N of each file (default {DEFAULT_MAX_SAMPLES})")
     parser.add_argument("--max-length", type=int, default=512,
                         help="tokens per text, longer ones are cut (default 512)")
     parser.add_argument("--batch-size", type=int, default=8, help="texts per forward pass batch (default 8)")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from brittle.cli import UserError
 
+# Texts per split that the activation steps read when `--max-samples` (the pipeline's MAX_SAMPLES) is not given.
+DEFAULT_MAX_SAMPLES = 500
+
 
 def read_texts(path: str | Path, max_samples: int | None = None, what: str = "text file") -> list[str]:
     """The non-blank lines of `path` (stripped), at most `max_samples` of them, in file order.

@@ -63,6 +63,7 @@ from brittle.identity import Identity, read_identity
 from brittle.outputs import comparison_name, model_slug, skip_if_complete, write_text
 from brittle.preflight import check_forget_baseline
 from brittle.presets import PRESETS, get_preset
+from brittle.texts import DEFAULT_MAX_SAMPLES
 from brittle.warmstart import ForkedScript, WarmStart, same_environment
 
 STEP_0_MISSING = 3  # exit status of `preflight` when it cannot answer without measuring
@@ -320,18 +321,57 @@ def unit_folder(models: tuple[str, ...], root: Path) -> Path:
     return root / (model_slug(models[0]) if len(models) == 1 else comparison_name(*models))
 
 
-def is_done(folder: Path, models: tuple[str, ...] = ()) -> bool:
+def passed_settings(arguments: list[str]) -> dict[str, list[str]]:
+    """{setting: its values} of a step's `--flag value ...` arguments (`--max-samples 40` -> max_samples: ["40"])."""
+    settings: dict[str, list[str]] = {}
+    name = None
+    for word in arguments:
+        if word.startswith("--"):
+            name = word[2:].replace("-", "_")
+            settings[name] = []
+        elif name is not None:
+            settings[name].append(word)
+    return settings
+
+
+def same_setting(recorded: object, passed: list[str]) -> bool:
+    """Whether a setting recorded in identity.json (as JSON holds it) is the value the pipeline passes now."""
+    def same(value: object, word: str) -> bool:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                return float(word) == float(value)
+            except ValueError:
+                return False
+        return str(value) == word
+    if isinstance(recorded, list):
+        return len(recorded) == len(passed) and all(map(same, recorded, passed))
+    return len(passed) == 1 and same(recorded, passed[0])
+
+
+# The settings that the study's variables pass to its steps (MAX_SAMPLES, DTYPE, SEED, PRESET): they may change
+# between two runs into the same folder, where the registry's fixed arguments (`--lens both`) do not.
+STUDY_SETTINGS = ("max_samples", "dtype", "seed", "preset")
+
+
+def is_done(folder: Path, models: tuple[str, ...] = (), arguments: list[str] = ()) -> bool:
     """The shared skip logic of every step script (brittle.outputs.skip_if_complete), without its message,
-    and only when the folder was made from these very `models` (their recorded fingerprints): a result of
-    another model with the same folder name is handed back to the step script, which recomputes it with a
-    note. (The step script checks the rest of its recorded identity — data and settings — itself.)"""
+    and only when the folder was made from these very `models` (their recorded fingerprints) and with the
+    values of the study's settings that `arguments` pass now (`STUDY_SETTINGS`): any other result is handed
+    back to the step script, which recomputes it with a note. (The step script checks the rest of its
+    recorded identity — data, and every other setting — itself.)"""
     with contextlib.redirect_stdout(io.StringIO()):
         if not skip_if_complete(folder):
             return False
     roles = ("model",) if len(models) == 1 else ("model_a", "model_b")
     current = Identity.of(models=dict(zip(roles, models, strict=False)))
-    reasons = current.differences(read_identity(folder), parts=("models",))
-    return not [reason for reason in reasons if "was an input then" not in reason]
+    recorded = read_identity(folder)
+    reasons = current.differences(recorded, parts=("models",))
+    if [reason for reason in reasons if "was an input then" not in reason]:
+        return False
+    recorded_settings = (recorded or {}).get("settings") or {}
+    passed = passed_settings(arguments)
+    return all(same_setting(recorded_settings[name], passed[name])
+               for name in STUDY_SETTINGS if passed.get(name) and name in recorded_settings)
 
 
 def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -> Task:
@@ -340,8 +380,8 @@ def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -
     values = {"preset": study.preset, "filtered": study.filtered,
               "baseline_min_forget_acc": study.baseline_min_forget_acc}
     arguments = [argument.format(**values) for argument in entry.arguments]
-    if entry.texts and study.max_samples:
-        arguments += ["--max-samples", str(study.max_samples)]
+    if entry.texts:
+        arguments += ["--max-samples", str(study.max_samples or DEFAULT_MAX_SAMPLES)]
     script = str(REPOSITORY / entry.script)
     if entry.scope == "study":
         return Task(entry, (), entry.name, root, (), script, ["--output-root", str(root), *arguments])
@@ -354,7 +394,8 @@ def make_task(entry: Step, models: tuple[str, ...], study: Study, force: bool) -
     writes = (*(unit_folder(models, root) / output.replace("*", str(study.seed)) for output in entry.outputs),
               *(unit_folder(roles[role], root) / name.format(seed=study.seed) for role, name in entry.also_writes))
     label = f"{folder_name}: {' -> '.join(models)}"
-    return Task(entry, models, label, folder, writes, script, arguments, done=not force and is_done(folder, models))
+    return Task(entry, models, label, folder, writes, script, arguments,
+                done=not force and is_done(folder, models, arguments))
 
 
 # Making a toy unlearned model (unlearn/run_unlearn.sh METHOD): not a diagnostics step, but a task of the study

@@ -38,8 +38,9 @@ class Step:
     `folder` is the step's results folder under its unit's folder and, without `{seed}`, its name; it may
     contain `{seed}` (the relearning attack keeps one folder per seed). `arguments` are added to the common
     ones (`--model` or `--model-a/--model-b`, `--output-root`, `--device`, `--dtype`, `--seed`, `--force`)
-    and may name `{preset}`, `{filtered}` and `{baseline_min_forget_acc}`. `texts` adds `--max-samples`
-    when MAX_SAMPLES is set.
+    and may name `{preset}`, `{filtered}` and `{baseline_min_forget_acc}`. `texts` adds `--max-samples`:
+    MAX_SAMPLES, or brittle.texts.DEFAULT_MAX_SAMPLES when it is unset, always said explicitly so that the
+    pipeline's skip check can compare it with the one a finished result records.
 
     Scheduling: a step runs after the steps in `needs` and `reads` (same unit: the same model or comparison;
     a per-model step needed by a pairwise one means both of its models); a step in `needs` that is neither

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -546,6 +547,7 @@ def activation_outputs(toy_organism: ToyOrganism) -> Path:
     root = workspace / "outputs"
     log = workspace / "forward_passes.tsv"
     log.unlink(missing_ok=True)
+    shutil.rmtree(root / ".activation_statistics", ignore_errors=True)  # a kept workspace's store would be reused
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BRITTLE_FORWARD_PASS_LOG", str(log))
         for model in (f"models/{toy_organism.base.name}", f"models/{toy_organism.filtered.name}"):
@@ -584,6 +586,27 @@ def test_step_3_writes_the_appendix_columns_for_both_splits_with_plots(activatio
     assert all(float(row["model_a_norm_L1"]) > float(row["model_a_norm_L2"]) > 0 for row in embeddings)
     assert {"activation_norms_forget.png", "activation_norms_retain.png", "activation_diffs.png"} <= {
         path.name for path in (comparison / "activation_plots").iterdir()}
+
+
+@pytest.mark.slow
+def test_a_rerun_plans_again_only_what_other_settings_made(activation_outputs: Path, toy_organism: ToyOrganism):
+    """The planner's skip check against the identities that the text steps above recorded: the same
+    MAX_SAMPLES plans nothing; MAX_SAMPLES unset (each step's default, more texts) plans every one again
+    rather than passing off the 40-text results as the full study's."""
+    steps = ("linear_probes wmdp_tuned_lens activation_comparison activation_separation activation_covariance "
+             "row_space_projection lipschitzness")
+    environment = {**os.environ, "PRESET": "toy", "WORKDIR": str(toy_organism.workspace), "STEPS": steps,
+                   "DRY_RUN": "1", "UNLEARNED": f"models/{toy_organism.filtered.name}"}
+
+    def planned(**settings: str) -> str:
+        result = subprocess.run([str(REPO_ROOT / "experiment" / "pipeline.sh")], env={**environment, **settings},
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    assert "==> Plan: 0 step(s) to run" in planned(MAX_SAMPLES=SAMPLES)
+    again = planned()
+    assert "==> Plan: 9 step(s) to run" in again and ", 0 finished (skipped)" in again  # 2 models x 2, 5 pairwise
 
 
 @pytest.mark.slow

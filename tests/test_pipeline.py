@@ -139,6 +139,34 @@ def test_finished_steps_are_skipped_and_a_missing_needed_step_is_refused(tmp_pat
         plan.plan_tasks(study(tmp_path), {"mlp_attn_analysis"}, force=False)
 
 
+def test_a_result_made_with_other_pipeline_settings_is_not_skipped_by_the_planner(tmp_path: Path):
+    """A quick MAX_SAMPLES=40 run, then the full study in the same folder: the planner must hand every text
+    step back to its script (which recomputes it), also when MAX_SAMPLES is now unset (the step's default)."""
+    from dataclasses import replace
+
+    from brittle.texts import DEFAULT_MAX_SAMPLES
+
+    folder = tmp_path / "org_base__to__org_filtered" / "activation_comparison"
+    folder.mkdir(parents=True)
+
+    def recorded_with(max_samples: int, dtype: str = "auto") -> None:
+        made_by = Identity.of(models={"model_a": "org/base", "model_b": "org/filtered"},
+                              settings={"max_samples": max_samples, "dtype": dtype, "seed": 42, "preset": "toy"})
+        write_json(folder / IDENTITY_FILE, made_by.record())
+
+    def planned_done(**changes) -> bool:
+        tasks = plan.plan_tasks(replace(study(tmp_path), **changes), {"activation_comparison"}, force=False)
+        return tasks[by_label(tasks)["activation_comparison: org/base -> org/filtered"]].done
+
+    recorded_with(40)
+    assert planned_done(max_samples=40)
+    assert not planned_done(max_samples=80)
+    assert not planned_done()  # unset now: the default, not the 40 texts of the quick run
+    recorded_with(DEFAULT_MAX_SAMPLES)
+    assert planned_done()
+    assert not planned_done(dtype="bfloat16")
+
+
 # ---- running ----------------------------------------------------------------------------------------------
 
 def python_task(folder: Path, label: str, code: str, after: set[int] = frozenset()) -> plan.Task:
