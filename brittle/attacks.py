@@ -17,17 +17,15 @@ run under the conditions of the relearning attack (Step 13), measured on the hel
 Every attack that scores questions itself keeps each question's correctness per condition, so the
 recovery rate gets a paired bootstrap interval over questions (`paired_bootstrap_interval`). Each
 attack's folder holds `summary.csv` (one row per attack variant, `SUMMARY_COLUMNS` first),
-`questions.csv` (per-question correctness) and `inputs.json` (what made the result: model
-fingerprints, data files, settings); the folder is reused only when `inputs.json` matches
-(`skip_if_same_inputs`). The verdict (experiment/verdict.py) reads the summaries.
+`questions.csv` (per-question correctness) and `identity.json` (what made the result: model
+fingerprints, data files, settings); the folder is reused only when `identity.json` matches
+(`attack_identity`, brittle/identity.py). The verdict (experiment/verdict.py) reads the summaries.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
-import json
 import math
 import random
 import statistics
@@ -42,14 +40,15 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from brittle.activations import model_fingerprint, model_identity
 from brittle.architecture import decoder_layers
-from brittle.cli import UserError, add_output_arguments, add_runtime_arguments, positive_int
+from brittle.cli import add_output_arguments, add_runtime_arguments, positive_int
+from brittle.identity import Identity
 from brittle.models import check_model_reference
 from brittle.multiple_choice import choice_log_likelihoods
-from brittle.outputs import comparison_step_dir, read_csv, read_jsonl, write_csv, write_json
+from brittle.outputs import comparison_step_dir, read_csv, write_csv
 from brittle.plotting import figure_and_axes, save_figure
 from brittle.presets import Preset, get_preset
+from brittle.questions import question_records
 from brittle.training import collate, encode_texts, token_log_probs
 
 CONDITIONS = ("A", "B", "C", "F0", "F")
@@ -100,14 +99,8 @@ def attack_models(args: argparse.Namespace) -> dict[str, str]:
 
 
 def read_questions(path: str | Path, what: str) -> list[dict[str, Any]]:
-    """The multiple-choice questions of a JSONL file, refusing a missing or empty one."""
-    if not Path(path).is_file():
-        raise UserError(f"the {what} questions file {path} does not exist; create it with "
-                        "`uv run create_datasets.py` (add `--preset toy` for the organism)")
-    questions = read_jsonl(path)
-    if not questions:
-        raise UserError(f"the {what} questions file {path} has no questions")
-    return questions
+    """The multiple-choice questions of a JSONL file as records, checked line by line (brittle.questions)."""
+    return question_records(path, f"the {what} questions")
 
 
 def attack_step_dir(args: argparse.Namespace, step: str) -> Path:
@@ -249,12 +242,11 @@ def plot_conditions(path: Path, title: str, summaries: Sequence[Mapping[str, Any
 
 
 def write_attack_outputs(staging: Path, title: str, summaries: Sequence[Mapping[str, Any]],
-                         questions: Sequence[Mapping[str, Any]], inputs: Mapping[str, Any],
-                         extra_columns: Sequence[str] = ()) -> None:
-    """`summary.csv`, `questions.csv`, `inputs.json` and `conditions.png` of one attack step."""
+                         questions: Sequence[Mapping[str, Any]], extra_columns: Sequence[str] = ()) -> None:
+    """`summary.csv`, `questions.csv` and `conditions.png` of one attack step (`staged_directory` adds
+    `identity.json`)."""
     write_csv(staging / "summary.csv", summaries, [*SUMMARY_COLUMNS, *extra_columns])
     write_csv(staging / "questions.csv", questions, QUESTION_COLUMNS)
-    write_json(staging / "inputs.json", inputs)
     plot_conditions(staging / "conditions.png", title, summaries)
 
 
@@ -262,32 +254,13 @@ def write_attack_outputs(staging: Path, title: str, summaries: Sequence[Mapping[
 # Results identify what made them
 # --------------------------------------------------------------------------------------------------
 
-def file_fingerprint(path: str | Path) -> str:
-    """SHA-256 of a data file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def step_inputs(models: Mapping[str, str], files: Mapping[str, str | Path],
-                settings: Mapping[str, Any]) -> dict[str, Any]:
-    """What a step's result depends on: each model (identity + weight fingerprint), each file's hash, settings."""
-    return {"models": {role: {"name": model_identity(name), "fingerprint": model_fingerprint(name)}
-                       for role, name in models.items()},
-            "files": {role: {"path": str(Path(path).resolve()), "sha256": file_fingerprint(path)}
-                      for role, path in files.items()},
-            "settings": dict(settings)}
-
-
-def skip_if_same_inputs(outdir: Path, inputs: Mapping[str, Any], force: bool, what: str) -> bool:
-    """True (after one line) when `outdir` finished with exactly these inputs; a changed input reruns."""
-    recorded = outdir / "inputs.json"
-    if force or not recorded.exists():
-        return False
-    if json.loads(recorded.read_text()) == json.loads(json.dumps(inputs)):
-        print(f"skipped: {what} already done with the same models, data and settings ({outdir}); "
-              "pass --force to redo it")
-        return True
-    print(f"{what}: the models, data or settings changed since {outdir} was written; recomputing")
-    return False
+def attack_identity(args: argparse.Namespace, data: Mapping[str, str | Path],
+                    settings: Mapping[str, Any]) -> Identity:
+    """What an attack step's result depends on (`identity.json`, brittle/identity.py): its three models under
+    the relearning attack's roles (`model_a` Base, `model_b` the unlearned model, `filtered`), the data files
+    and the settings. The step and the pipeline skip a finished folder only when all of them match."""
+    return Identity.of(models={"model_a": args.model_a, "model_b": args.model_b, "filtered": args.filtered},
+                       data=data, settings=settings)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -61,3 +61,18 @@ def read_questions(path: str | Path, limit: int | None = None) -> list[Question]
     if not questions:
         raise UserError(f"question file {path} has no questions")
     return questions
+
+
+def question_records(path: str | Path, what: str | None = None) -> list[dict[str, Any]]:
+    """The questions of `path` as the records brittle.multiple_choice scores (`Question.as_record`), checked
+    line by line as `read_questions` does; `what` (e.g. "the V split") starts a reading error's line.
+
+    Questions about pictures (a vision-language organism's) get their `image` resolved against the file's folder.
+    """
+    try:
+        records = [question.as_record() for question in read_questions(path)]
+    except UserError as error:
+        raise UserError(f"{what}: {error}" if what else str(error)) from None
+    folder = Path(path).parent.absolute()
+    return [{**record, "image": str(folder / record["image"])} if record.get("image") else record for record in records]
+

@@ -25,7 +25,7 @@ bootstrap over V's questions (`brittle.attacks.binomial_bootstrap_interval`).
 
 Outputs:
     outputs/<model>/benign_finetune_seed<S>/             per attacked model: runs.csv, settings.json, plot
-    outputs/<base>__to__<unlearned>/benign_finetune_seed<S>/   summary.csv, inputs.json, conditions.png,
+    outputs/<base>__to__<unlearned>/benign_finetune_seed<S>/   summary.csv, identity.json, conditions.png,
                                                          attack_curves.png
 
     uv run experiment/benign_finetune_attack.py --model-a models/toy-base-s42 --model-b unlearned_models/... \\
@@ -40,6 +40,7 @@ import relearn_attack as relearn  # the script beside this one (Step 13): its sw
 
 from brittle.attacks import (
     add_attack_arguments,
+    attack_identity,
     attack_models,
     attack_step_dir,
     binomial_bootstrap_interval,
@@ -48,12 +49,10 @@ from brittle.attacks import (
     read_questions,
     recovery_rate,
     relative_accuracy,
-    skip_if_same_inputs,
-    step_inputs,
     write_attack_outputs,
 )
 from brittle.cli import UserError, add_gradient_checkpointing_argument, positive_int, run_cli
-from brittle.outputs import staged_directory
+from brittle.outputs import skip_if_complete, staged_directory
 from brittle.texts import read_texts
 
 STEP = "benign_finetune"
@@ -97,12 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     models = attack_models(args)
     rates = relearn.learning_rates(*args.lr_range, args.num_lrs)
     outdir = attack_step_dir(args, STEP)
-    inputs = step_inputs(models, {"retain_text": args.retain_text, "train_questions": args.train_questions,
-                                  "eval_questions": args.eval_questions},
-                         {"learning_rates": rates, "epochs": args.epochs, "batch_size": args.batch_size,
-                          "max_length": args.max_length, "max_samples": args.max_samples, "dtype": args.dtype,
-                          "seed": args.seed})
-    if skip_if_same_inputs(outdir, inputs, args.force, f"benign fine-tuning attack on {args.model_b}"):
+    identity = attack_identity(args, {"retain_text": args.retain_text, "train_questions": args.train_questions,
+                                      "eval_questions": args.eval_questions},
+                               {"learning_rates": rates, "epochs": args.epochs, "batch_size": args.batch_size,
+                                "max_length": args.max_length, "max_samples": args.max_samples,
+                                "dtype": args.dtype, "seed": args.seed})
+    if skip_if_complete(outdir, args.force, f"benign fine-tuning attack on {args.model_b}", identity):
         return
     texts = read_texts(args.retain_text, args.max_samples, what="benign (retain) text")
     train = read_questions(args.train_questions, "T")
@@ -125,9 +124,8 @@ def main(argv: list[str] | None = None) -> None:
            for condition in "BCF"},
     }
     print(describe(summary))
-    with staged_directory(outdir) as staging:
-        write_attack_outputs(staging, "Benign fine-tuning (retain text): accuracy on held-out V", [summary], [],
-                             inputs)
+    with staged_directory(outdir, identity=identity) as staging:
+        write_attack_outputs(staging, "Benign fine-tuning (retain text): accuracy on held-out V", [summary], [])
         relearn.plot_attack(staging / "attack_curves.png",
                             "Benign fine-tuning on retain text: accuracy on held-out V (best learning rate)",
                             {"B: unlearned + benign FT": relearn.best_curve(runs["B"]),

@@ -29,7 +29,7 @@ the relearning attack trains on), so V, where the attack is measured, never ente
 | F0 / F    | filtered / with its directions (filtered - base) ablated: the floor     |
 
 Outputs (outputs/<base>__to__<unlearned>/directional_ablation_seed<S>/): summary.csv, questions.csv,
-directions.csv (per layer: ‖r_l‖ against ‖mean h_l^base‖), inputs.json, conditions.png
+directions.csv (per layer: ‖r_l‖ against ‖mean h_l^base‖), identity.json, conditions.png
 
     uv run experiment/directional_ablation.py --model-a models/toy-base-s42 --model-b unlearned_models/... \\
         --preset toy
@@ -45,6 +45,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from brittle.attacks import (
     add_attack_arguments,
+    attack_identity,
     attack_models,
     attack_step_dir,
     attack_summary,
@@ -55,14 +56,12 @@ from brittle.attacks import (
     question_correctness,
     question_rows,
     read_questions,
-    skip_if_same_inputs,
-    step_inputs,
     unit_directions,
     write_attack_outputs,
 )
 from brittle.cli import UserError, positive_int, run_cli
 from brittle.models import load_model_and_tokenizer
-from brittle.outputs import staged_directory, write_csv
+from brittle.outputs import skip_if_complete, staged_directory, write_csv
 
 STEP = "directional_ablation"
 DIRECTION_COLUMNS = ["model", "layer", "difference_norm", "base_mean_norm"]
@@ -88,9 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     complete_attack_arguments(args)
     models = attack_models(args)
     outdir = attack_step_dir(args, STEP)
-    inputs = step_inputs(models, {"train_questions": args.train_questions, "eval_questions": args.eval_questions},
-                         {"max_length": args.max_length, "dtype": args.dtype, "seed": args.seed})
-    if skip_if_same_inputs(outdir, inputs, args.force, f"directional ablation on {args.model_b}"):
+    identity = attack_identity(args, {"train_questions": args.train_questions, "eval_questions": args.eval_questions},
+                               {"max_length": args.max_length, "dtype": args.dtype, "seed": args.seed})
+    if skip_if_complete(outdir, args.force, f"directional ablation on {args.model_b}", identity):
         return
     texts = answer_texts(read_questions(args.train_questions, "T"))
     questions = read_questions(args.eval_questions, "V")
@@ -117,9 +116,9 @@ def main(argv: list[str] | None = None) -> None:
                 "F": "filtered - base, every layer"}
     summary = attack_summary("directional ablation", args.seed, models, correct, settings)
     print(describe(summary))
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_attack_outputs(staging, "Directional ablation: accuracy on held-out V", [summary],
-                             question_rows("directional ablation", questions, correct), inputs)
+                             question_rows("directional ablation", questions, correct))
         write_csv(staging / "directions.csv", direction_rows, DIRECTION_COLUMNS)
     print(f"results -> {outdir}")
 

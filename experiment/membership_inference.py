@@ -30,7 +30,7 @@ organism's tokenizer was trained on the forget text, so the forget names tokeniz
 ones and even the filtered model separates them: AUC 0.70-0.75 on a test organism.)
 
 Outputs (outputs/<base>__to__<unlearned>/membership_inference_seed<S>/): summary.csv (one row per
-metric), scores.csv (every text's scores per model), nonmember.txt (toy), inputs.json, auc.png
+metric), scores.csv (every text's scores per model), nonmember.txt (toy), identity.json, auc.png
 
     uv run experiment/membership_inference.py --model-a models/toy-base-s42 --model-b unlearned_models/... \\
         --preset toy
@@ -45,6 +45,7 @@ from brittle.attacks import (
     DEFAULT_MIN_K,
     MIA_METRICS,
     add_attack_arguments,
+    attack_identity,
     attack_models,
     attack_step_dir,
     auc,
@@ -52,13 +53,11 @@ from brittle.attacks import (
     membership_scores,
     read_questions,
     recovery_rate,
-    skip_if_same_inputs,
-    step_inputs,
 )
 from brittle.cli import UserError, positive_int, run_cli
 from brittle.models import load_model_and_tokenizer
 from brittle.organism import FORGET_DOMAIN, Fact, counterfactual_facts, training_texts
-from brittle.outputs import staged_directory, write_csv, write_json, write_lines
+from brittle.outputs import skip_if_complete, staged_directory, write_csv, write_lines
 from brittle.plotting import figure_and_axes, save_figure
 from brittle.texts import read_texts
 
@@ -126,9 +125,10 @@ def main(argv: list[str] | None = None) -> None:
              **({"nonmember_text": args.nonmember_text} if args.nonmember_text else
                 {"forget_questions": args.forget_questions})}
     nonmember_source = "file" if args.nonmember_text else "counterfactual forget facts"
-    inputs = step_inputs(models, files, {"nonmembers": nonmember_source, "max_samples": args.max_samples, "k": args.k,
-                                         "max_length": args.max_length, "dtype": args.dtype, "seed": args.seed})
-    if skip_if_same_inputs(outdir, inputs, args.force, f"membership inference on {args.model_b}"):
+    identity = attack_identity(args, files, {"nonmembers": nonmember_source, "max_samples": args.max_samples,
+                                             "k": args.k, "max_length": args.max_length, "dtype": args.dtype,
+                                             "seed": args.seed})
+    if skip_if_complete(outdir, args.force, f"membership inference on {args.model_b}", identity):
         return
     members = read_texts(args.forget_text, args.max_samples, what="forget text")
     nonmembers = (read_texts(args.nonmember_text, args.max_samples, what="never-seen text") if args.nonmember_text
@@ -151,12 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     score_rows = [{"model": role, "kind": kind, "text": index,
                    **{metric: scores[role][metric][index] for metric in MIA_METRICS}}
                   for role in ROLES for index, (kind, _) in enumerate(texts)]
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_csv(staging / "summary.csv", summary, SUMMARY_COLUMNS)
         write_csv(staging / "scores.csv", score_rows, ["model", "kind", "text", *MIA_METRICS])
         if not args.nonmember_text:
             write_lines(staging / "nonmember.txt", nonmembers)
-        write_json(staging / "inputs.json", inputs)
         plot_auc(staging / "auc.png", summary)
     print(f"results -> {outdir}")
 

@@ -28,7 +28,7 @@ learning rate and epoch:
 | F0 / F    | filtered  | zero-shot / best of the same prompts    |
 
 Outputs (outputs/<base>__to__<unlearned>/prompt_probe_seed<S>/): summary.csv (rows `few-shot`,
-`paraphrase`), settings.csv (accuracy of every model and setting), questions.csv, inputs.json,
+`paraphrase`), settings.csv (accuracy of every model and setting), questions.csv, identity.json,
 conditions.png
 
     uv run experiment/prompt_probe.py --model-a models/toy-base-s42 --model-b unlearned_models/... --preset toy
@@ -44,6 +44,7 @@ from relearn_attack import answer_texts  # the script beside this one (Step 13)
 from brittle.attacks import (
     accuracy,
     add_attack_arguments,
+    attack_identity,
     attack_models,
     attack_step_dir,
     attack_summary,
@@ -54,14 +55,12 @@ from brittle.attacks import (
     question_rows,
     read_questions,
     seeded_rng,
-    skip_if_same_inputs,
-    step_inputs,
     write_attack_outputs,
 )
 from brittle.cli import UserError, run_cli
 from brittle.models import load_model_and_tokenizer
 from brittle.organism import HELD_OUT_QUESTION_TEMPLATES, paraphrased_question
-from brittle.outputs import staged_directory, write_csv
+from brittle.outputs import skip_if_complete, staged_directory, write_csv
 
 STEP = "prompt_probe"
 DEFAULT_SHOTS = (1, 3, 5)
@@ -115,10 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     complete_attack_arguments(args)
     models = attack_models(args)
     outdir = attack_step_dir(args, STEP)
-    inputs = step_inputs(models, {"train_questions": args.train_questions, "eval_questions": args.eval_questions},
-                         {"shots": args.shots, "templates": list(HELD_OUT_QUESTION_TEMPLATES), "dtype": args.dtype,
-                          "seed": args.seed})
-    if skip_if_same_inputs(outdir, inputs, args.force, f"prompt probing of {args.model_b}"):
+    identity = attack_identity(args, {"train_questions": args.train_questions, "eval_questions": args.eval_questions},
+                               {"shots": args.shots, "templates": list(HELD_OUT_QUESTION_TEMPLATES),
+                                "dtype": args.dtype, "seed": args.seed})
+    if skip_if_complete(outdir, args.force, f"prompt probing of {args.model_b}", identity):
         return
     evaluate = read_questions(args.eval_questions, "V")
     variants = prompt_variants(read_questions(args.train_questions, "T"), evaluate, args.shots, args.seed)
@@ -144,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         setting_rows += [{"attack": attack, "setting": setting, "model": role, "v_accuracy": accuracy(values)}
                          for role in models for setting, values in results[role][attack].items()]
         print(describe(summaries[-1]))
-    with staged_directory(outdir) as staging:
+    with staged_directory(outdir, identity=identity) as staging:
         write_attack_outputs(staging, "Few-shot and paraphrase probing: accuracy on held-out V", summaries,
-                             question_table, inputs)
+                             question_table)
         write_csv(staging / "settings.csv", setting_rows, ["attack", "setting", "model", "v_accuracy"])
     print(f"results -> {outdir}")
 

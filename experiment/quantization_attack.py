@@ -29,7 +29,7 @@ weight codes of the unlearned model that are identical to base's (1.0 = quantiza
 unlearning exactly), next to Step 1's relative change ‖ΔW‖_F / ‖W‖_F when Step 1 has run.
 
 Outputs (outputs/<base>__to__<unlearned>/quantization_attack_seed<S>/): summary.csv (one row per bit
-width), questions.csv, snap_back.csv, quantized_modules.json, inputs.json, conditions.png
+width), questions.csv, snap_back.csv, quantized_modules.json, identity.json, conditions.png
 
     uv run experiment/quantization_attack.py --model-a models/toy-base-s42 --model-b unlearned_models/... \\
         --preset toy
@@ -48,6 +48,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedMod
 
 from brittle.attacks import (
     add_attack_arguments,
+    attack_identity,
     attack_models,
     attack_step_dir,
     attack_summary,
@@ -56,13 +57,11 @@ from brittle.attacks import (
     question_correctness,
     question_rows,
     read_questions,
-    skip_if_same_inputs,
-    step_inputs,
     write_attack_outputs,
 )
 from brittle.cli import UserError, run_cli
 from brittle.models import load_model, load_tokenizer, model_load_error
-from brittle.outputs import comparison_step_dir, staged_directory, write_csv, write_json
+from brittle.outputs import comparison_step_dir, skip_if_complete, staged_directory, write_csv, write_json
 from brittle.runtime import resolve_device, resolve_dtype
 
 STEP = "quantization_attack"
@@ -156,9 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     complete_attack_arguments(args)
     models = attack_models(args)
     outdir = attack_step_dir(args, STEP)
-    inputs = step_inputs(models, {"eval_questions": args.eval_questions},
-                         {"bits": args.bits, "dtype": args.dtype, "seed": args.seed})
-    if skip_if_same_inputs(outdir, inputs, args.force, f"quantization attack on {args.model_b}"):
+    identity = attack_identity(args, {"eval_questions": args.eval_questions},
+                               {"bits": args.bits, "dtype": args.dtype, "seed": args.seed})
+    if skip_if_complete(outdir, args.force, f"quantization attack on {args.model_b}", identity):
         return
     questions = read_questions(args.eval_questions, "V")
     tokenizers = {role: load_tokenizer(name) for role, name in models.items()}
@@ -191,9 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                           "dW_fro_rel_total": change})
         print(describe(summaries[-1]))
         print(f"  {fraction:.1%} of {count} quantized weights of the unlearned model have base's code")
-    with staged_directory(outdir) as staging:
-        write_attack_outputs(staging, "Quantization attack: accuracy on held-out V", summaries, question_table,
-                             inputs)
+    with staged_directory(outdir, identity=identity) as staging:
+        write_attack_outputs(staging, "Quantization attack: accuracy on held-out V", summaries, question_table)
         write_csv(staging / "snap_back.csv", snap_back, SNAP_BACK_COLUMNS)
         write_json(staging / "quantized_modules.json", storage)
     print(f"results -> {outdir}")

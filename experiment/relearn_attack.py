@@ -90,7 +90,7 @@ from brittle.precision import (
 )
 from brittle.preflight import check_forget_baseline
 from brittle.presets import PRESETS, get_preset
-from brittle.questions import read_questions as read_question_file
+from brittle.questions import question_records
 from brittle.runtime import resolve_device, resolve_dtype, seed_everything
 from brittle.trainer import collate_items
 from brittle.training import adamw_with_cosine_schedule, batch_nll, encode_texts, epoch_batches
@@ -122,19 +122,6 @@ def learning_rates(low: float, high: float, count: int) -> list[float]:
 def answer_texts(questions: list[dict[str, Any]]) -> list[str]:
     """What the attacker trains on: each question followed by its correct answer."""
     return [f"{question['question']} {question['choices'][question['answer']]}" for question in questions]
-
-
-def read_questions(path: str | Path, half: str) -> list[dict[str, Any]]:
-    """The questions of one half (T or V) as records; brittle.questions checks the file line by line.
-
-    Questions about pictures (a vision-language organism's) get their `image` resolved against the file's folder.
-    """
-    try:
-        records = [question.as_record() for question in read_question_file(path)]
-    except UserError as error:
-        raise UserError(f"the {half} split (the attack needs both T and V): {error}") from None
-    folder = Path(path).parent.absolute()
-    return [{**record, "image": str(folder / record["image"])} if record.get("image") else record for record in records]
 
 
 def load_attacked(model_name: str, device: str) -> tuple[Any, Any, Any]:
@@ -396,8 +383,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     rates = learning_rates(*args.lr_range, args.num_lrs)
-    train = read_questions(args.train_questions, "T")
-    evaluate = read_questions(args.eval_questions, "V")
+    train, evaluate = (question_records(path, f"the {half} split (the attack needs both T and V)")
+                       for path, half in ((args.train_questions, "T"), (args.eval_questions, "V")))
     shared = {question["entity"] for question in train if "entity" in question} & \
              {question["entity"] for question in evaluate if "entity" in question}
     if shared:

@@ -22,6 +22,8 @@ prompt_probe = load_script("experiment/prompt_probe.py")
 membership = load_script("experiment/membership_inference.py")
 benign = load_script("experiment/benign_finetune_attack.py")
 verdict = load_script("experiment/verdict.py")
+load_script("experiment/steps.py")  # the registry that plan.py imports as `steps`
+plan = load_script("experiment/plan.py")
 
 
 # ---- arithmetic ------------------------------------------------------------------------------------------
@@ -134,7 +136,8 @@ def test_membership_inference_sees_base_training_texts_but_not_filtered(toy_orga
 
 
 @pytest.mark.slow
-def test_benign_fine_tuning_and_the_verdict(toy_organism: ToyOrganism, finetuned_base: Path, tmp_path: Path):
+def test_benign_fine_tuning_and_the_verdict(toy_organism: ToyOrganism, finetuned_base: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture):
     root = tmp_path / "outputs"
     arguments = ["--model-a", str(toy_organism.base), "--model-b", str(finetuned_base), "--filtered",
                  str(toy_organism.filtered), "--preset", "toy", "--device", "cpu", "--output-root", str(root),
@@ -148,6 +151,13 @@ def test_benign_fine_tuning_and_the_verdict(toy_organism: ToyOrganism, finetuned
     assert summary["attack"] == benign.LABEL and int(summary["questions"]) == 100
     runs = read_csv(root / finetuned_base.name / "benign_finetune_seed5" / "runs.csv")
     assert [int(row["epoch"]) for row in runs] == [0, 1]  # trained on retain text: 2 steps of 16 texts
+    # The result records what made it like every step (identity.json): a re-run skips it, and so does the
+    # pipeline's planner for these models and settings, but not for another dtype.
+    capsys.readouterr()
+    benign.main(arguments)
+    assert capsys.readouterr().out.startswith(f"skipped: benign fine-tuning attack on {finetuned_base}")
+    models, passed = (str(toy_organism.base), str(finetuned_base)), ["--seed", "5", "--dtype", "auto"]
+    assert plan.is_done(folder, models, passed) and not plan.is_done(folder, models, [*passed, "--dtype", "bfloat16"])
     verdict.main(["--output-root", str(root)])
     rows = read_csv(root / "verdict" / "verdict.csv")
     assert [row["attack"] for row in rows] == [benign.LABEL]
