@@ -285,7 +285,9 @@ def test_mllmu_records_unlearn_on_two_fsdp2_processes_as_on_one(snapshot: Path, 
                                           model.config.image_seq_length, 128, "forget data")
         return heldout_nll(model, sequences, 4, processor.tokenizer.pad_token_id, torch.device("cpu"))
 
-    assert forget_nll(model) > forget_nll(load_vl_model(vl_base)[0]) + 1.0  # it unlearned
+    # It unlearned: 4 ascent steps raise the answers' NLL by about 0.9 nats (session 9, an AVX2-only CPU),
+    # where rounding noise moves it by under 1e-4 (the two runs above agree to that).
+    assert forget_nll(model) > forget_nll(load_vl_model(vl_base)[0]) + 0.5
 
     # A finished run is recognised, until one of its pictures changes (brittle.identity hashes them with the JSONL).
     for repainted, finished in ((False, 0), (True, 1)):
