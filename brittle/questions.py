@@ -75,4 +75,3 @@ def question_records(path: str | Path, what: str | None = None) -> list[dict[str
         raise UserError(f"{what}: {error}" if what else str(error)) from None
     folder = Path(path).parent.absolute()
     return [{**record, "image": str(folder / record["image"])} if record.get("image") else record for record in records]
-
