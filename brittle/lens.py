@@ -238,12 +238,19 @@ def heldout_kl(lens: Lens, hidden: Tensor, final_hidden: Tensor, layer: int) -> 
     return total / len(hidden)
 
 
+@torch.no_grad()
 def heldout_kl_by_layer(lens: Lens, batches: Iterable[Tensor]) -> list[float]:
     """KL(final ‖ lens) at every layer (0 … num_layers), averaged over every token of `batches`
-    ((num_layers + 1, tokens, hidden) each, e.g. `HiddenStates.stream` of the held-out texts)."""
+    ((num_layers + 1, tokens, hidden) each, e.g. `HiddenStates.stream` of the held-out texts).
+
+    The final distribution of each chunk of tokens (a pass through the unembedding: tokens x vocabulary) is
+    computed once and shared by every layer's KL, as `heldout_kl` computes it for one layer."""
     totals, tokens = [0.0] * (lens.num_layers + 1), 0
     for hidden in batches:
-        for layer in range(lens.num_layers + 1):
-            totals[layer] += heldout_kl(lens, hidden[layer], hidden[lens.num_layers], layer) * hidden.shape[1]
+        for start in range(0, hidden.shape[1], ROW_CHUNK):
+            chunk = hidden[:, start:start + ROW_CHUNK].to(lens.device)
+            target = final_log_probs(lens, chunk[lens.num_layers])
+            for layer in range(lens.num_layers + 1):
+                totals[layer] += kl_to_final(lens(chunk[layer], layer), target).item() * chunk.shape[1]
         tokens += hidden.shape[1]
     return [total / tokens for total in totals]
